@@ -1,0 +1,1 @@
+"""Sources of packet batches: pcap/pcapng files, eBPF tc programs, AF_PACKET rings."""

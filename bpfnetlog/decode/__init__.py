@@ -1,0 +1,1 @@
+"""Turn raw frames (Ethernet, SLL, SLL2, raw IP) into PacketBatch columns."""

@@ -1,0 +1,1 @@
+"""Host, NIC and Kubernetes metadata added to records."""

@@ -1,0 +1,1 @@
+"""The Lucene-like query language, compiled to parameterized SQL."""

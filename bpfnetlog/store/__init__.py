@@ -1,0 +1,1 @@
+"""Where records go: the embedded store (Parquet segments read by DuckDB)."""
