@@ -1,0 +1,46 @@
+"""Crash-safe file operations: a segment is either absent or complete, never partial."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bpfnetlog.store.layout import TMP_SUFFIX
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` survive a power loss, not only kill -9."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        fsync_dir(path.parent)
+
+
+def write_parquet_atomic(path: Path, table: pa.Table, mtime: float | None = None) -> None:
+    """Write to `<name>.tmp` (never listed by readers), fsync, then rename into place."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete a file another actor (retention, a crash cleanup) may have deleted already."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

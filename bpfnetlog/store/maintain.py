@@ -1,0 +1,110 @@
+"""Compaction and retention of the segment files.
+
+Both run only in the process that holds the writer lock (the writer starts
+them in a background thread), so the sequence numbers of one hour are never
+extended while a compaction lists them. Readers stay correct throughout; see
+the range rule in layout.py.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bpfnetlog.store.files import remove_quietly, write_parquet_atomic
+from bpfnetlog.store.layout import Segment, list_segments, segment_name, split_live
+
+
+@dataclass(frozen=True)
+class MaintenancePolicy:
+    retention_hours: float | None = None  # delete segments written longer ago than this
+    retention_bytes: int | None = None  # then delete the oldest until the store is smaller
+    compact_min_files: int = 8  # merge a run of small segments once it has this many
+    compact_target_bytes: int = 64 << 20  # merged segments grow up to about this size
+
+
+def table_names(root: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def compaction_runs(live: list[Segment], policy: MaintenancePolicy) -> list[list[Segment]]:
+    """Runs of consecutive small live segments of one hour, each to become one file.
+
+    Consecutive matters: the merged file's range first..last must contain no
+    live segment that is left out of it, or readers would drop that one.
+    """
+    runs: list[list[Segment]] = []
+    run: list[Segment] = []
+    size = 0
+    small = policy.compact_target_bytes // 2
+    for seg in live:
+        if run and (seg.hour != run[-1].hour or seg.size >= small or size + seg.size > policy.compact_target_bytes):
+            runs.append(run)
+            run, size = [], 0
+        if seg.size < small:
+            run.append(seg)
+            size += seg.size
+    if run:
+        runs.append(run)
+    return [r for r in runs if len(r) >= policy.compact_min_files]
+
+
+def merge(run: list[Segment]) -> Segment:
+    """Write the rows of `run` as one file sorted by time, then delete the sources."""
+    tables = [pq.read_table(seg.path) for seg in run]
+    merged = pa.concat_tables(tables, promote_options="permissive").sort_by("time")
+    first, last = run[0].first, run[-1].last
+    path = run[0].path.with_name(segment_name(first, last))
+    mtime = max(seg.mtime for seg in run)  # retention ages the merge by its newest rows
+    write_parquet_atomic(path, merged, mtime=mtime)
+    for seg in run:
+        remove_quietly(seg.path)
+    return Segment(run[0].table, run[0].hour, first, last, path, path.stat().st_size, mtime)
+
+
+def compact(root: Path, policy: MaintenancePolicy, listing_lock: threading.Lock) -> int:
+    """Merge small segments; returns how many files were merged away."""
+    merged = 0
+    for table in table_names(root):
+        with listing_lock:  # no flush half-way while we decide which ranges are complete
+            live, superseded = split_live(list_segments(root, table))
+        for seg in superseded:  # left by a crash between a merge's rename and its deletes
+            remove_quietly(seg.path)
+        for run in compaction_runs(live, policy):
+            merge(run)
+            merged += len(run)
+    return merged
+
+
+def apply_retention(
+    root: Path, policy: MaintenancePolicy, listing_lock: threading.Lock, now: float | None = None
+) -> int:
+    """Delete segments by age, then the oldest by total size; returns bytes freed."""
+    if policy.retention_hours is None and policy.retention_bytes is None:
+        return 0
+    now = time.time() if now is None else now
+    live: list[Segment] = []
+    for table in table_names(root):
+        live += split_live(list_segments(root, table))[0]
+    live.sort(key=lambda s: (s.mtime, s.first))
+    total = sum(s.size for s in live)
+    freed = 0
+    for seg in live:
+        too_old = policy.retention_hours is not None and seg.mtime < now - policy.retention_hours * 3600
+        too_big = policy.retention_bytes is not None and total - freed > policy.retention_bytes
+        if not (too_old or too_big):
+            continue
+        remove_quietly(seg.path)
+        freed += seg.size
+    with listing_lock:  # the writer may be about to create a file in an empty hour
+        for table in table_names(root):
+            for hour in os.scandir(root / table):
+                if hour.is_dir() and not any(os.scandir(hour.path)):
+                    os.rmdir(hour.path)
+    return freed
