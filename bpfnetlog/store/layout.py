@@ -10,10 +10,10 @@ a contiguous run `a..b` of one hour into `<a>-<b>`.
 
 Why ranges (the compaction-safety choice): a reader lists the files and keeps
 only those whose range no other file of the same hour *contains*. Compaction
-renames the merged file into place and only then deletes its sources, so a
-reader that lists in between sees both and drops the sources: never a
-duplicate, never a gap. A reader that listed before the rename may find a
-source gone when it opens it; it then lists again (see reader.py). No manifest
+renames the merged file into place and deletes its sources only later (next
+maintenance run), so a reader that lists while both exist drops the sources:
+never a duplicate, never a gap. A reader that listed before the rename and
+finds a source gone when it opens it lists again (see reader.py). No manifest
 to keep consistent, and a crash at any point leaves a valid directory.
 Files being written are named `*.tmp` and are never listed.
 """

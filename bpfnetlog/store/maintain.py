@@ -4,6 +4,10 @@ Both run only in the process that holds the writer lock (the writer starts
 them in a background thread), so the sequence numbers of one hour are never
 extended while a compaction lists them. Readers stay correct throughout; see
 the range rule in layout.py.
+
+A merge leaves its sources in place (readers ignore them) until the next
+maintenance run, one interval later: a query that listed them just before the
+merge can still finish without a retry.
 """
 
 from __future__ import annotations
@@ -56,26 +60,30 @@ def compaction_runs(live: list[Segment], policy: MaintenancePolicy) -> list[list
 
 
 def merge(run: list[Segment]) -> Segment:
-    """Write the rows of `run` as one file sorted by time, then delete the sources."""
+    """Write the rows of `run` as one file sorted by time; the sources become superseded."""
     tables = [pq.read_table(seg.path) for seg in run]
     merged = pa.concat_tables(tables, promote_options="permissive").sort_by("time")
     first, last = run[0].first, run[-1].last
     path = run[0].path.with_name(segment_name(first, last))
     mtime = max(seg.mtime for seg in run)  # retention ages the merge by its newest rows
     write_parquet_atomic(path, merged, mtime=mtime)
-    for seg in run:
-        remove_quietly(seg.path)
     return Segment(run[0].table, run[0].hour, first, last, path, path.stat().st_size, mtime)
 
 
+def purge_superseded(root: Path) -> int:
+    """Delete the sources of earlier merges (or of a merge cut short by a crash)."""
+    superseded = [seg for table in table_names(root) for seg in split_live(list_segments(root, table))[1]]
+    for seg in superseded:
+        remove_quietly(seg.path)
+    return len(superseded)
+
+
 def compact(root: Path, policy: MaintenancePolicy, listing_lock: threading.Lock) -> int:
-    """Merge small segments; returns how many files were merged away."""
+    """Merge small segments; returns how many files were merged."""
     merged = 0
     for table in table_names(root):
         with listing_lock:  # no flush half-way while we decide which ranges are complete
-            live, superseded = split_live(list_segments(root, table))
-        for seg in superseded:  # left by a crash between a merge's rename and its deletes
-            remove_quietly(seg.path)
+            live = split_live(list_segments(root, table))[0]
         for run in compaction_runs(live, policy):
             merge(run)
             merged += len(run)
@@ -85,7 +93,11 @@ def compact(root: Path, policy: MaintenancePolicy, listing_lock: threading.Lock)
 def apply_retention(
     root: Path, policy: MaintenancePolicy, listing_lock: threading.Lock, now: float | None = None
 ) -> int:
-    """Delete segments by age, then the oldest by total size; returns bytes freed."""
+    """Delete segments by age, then the oldest by total size; returns bytes freed.
+
+    Run it after purge_superseded(): deleting a merged file whose sources
+    still exist would bring the sources back to life.
+    """
     if policy.retention_hours is None and policy.retention_bytes is None:
         return 0
     now = time.time() if now is None else now

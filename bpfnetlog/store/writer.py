@@ -24,7 +24,13 @@ from bpfnetlog.store.layout import (
     list_segments,
     segment_name,
 )
-from bpfnetlog.store.maintain import MaintenancePolicy, apply_retention, compact, table_names
+from bpfnetlog.store.maintain import (
+    MaintenancePolicy,
+    apply_retention,
+    compact,
+    purge_superseded,
+    table_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +155,10 @@ class ParquetStoreWriter:
         self._next_seq += 1
 
     def maintain(self) -> None:
-        """Compact small segments, then apply retention. Runs in the background from flush()."""
-        compact(self.root, self.policy, self._listing_lock)
+        """Purge superseded files, apply retention, compact. Runs in the background from flush()."""
+        purge_superseded(self.root)
         apply_retention(self.root, self.policy, self._listing_lock)
+        compact(self.root, self.policy, self._listing_lock)
 
     def _maybe_maintain(self) -> None:
         if self._maintainer is not None and self._maintainer.is_alive():

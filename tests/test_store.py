@@ -1,0 +1,220 @@
+"""The embedded store: durability, concurrent readers, compaction, retention."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from bpfnetlog.records import L4_SOURCE, L7_SOURCE, SCHEMAS, STATS_TABLE
+from bpfnetlog.store import MaintenancePolicy, ParquetStoreWriter, StoreError, open_reader, open_writer
+from bpfnetlog.store.layout import HOUR_NS, list_segments, live_segments
+
+T0 = 1_790_000_000 // 3600 * 3600 * 10**9  # a fixed hour-aligned instant (2026-09)
+
+
+def l7_rows(start: int, n: int, t: int = T0) -> list[dict]:
+    return [{"time": t + i, "conn_id": f"c{start + i}", "http_status_code": 200} for i in range(n)]
+
+
+def count(store: Path, table: str = L7_SOURCE) -> tuple[int, int]:
+    """(rows, distinct conn_id) of a table: equal when nothing is duplicated."""
+    with open_reader(store) as r:
+        n, distinct = r.sql(f'SELECT count(*), count(DISTINCT conn_id) FROM "{table}"').to_pylist()[0].values()
+    return n, distinct
+
+
+def test_write_flush_read_roundtrip(tmp_path: Path) -> None:
+    with open_writer(tmp_path / "s") as w:
+        w.write(L7_SOURCE, [{"time": T0, "src_ip": "10.0.0.1", "http_status_code": 503, "virtual_nic": True}])
+        w.write(L7_SOURCE, pa.table({"time": pa.array([T0 + 1]), "http_method": ["GET"]}))
+        with open_reader(tmp_path / "s") as r:
+            assert r.sql(f'SELECT count(*) AS n FROM "{L7_SOURCE}"').to_pylist() == [{"n": 0}]  # not flushed
+        w.flush()
+        rows = open_reader(tmp_path / "s").sql(f'SELECT * FROM "{L7_SOURCE}" ORDER BY time').to_pylist()
+    assert [(r["src_ip"], r["http_status_code"], r["virtual_nic"], r["http_method"]) for r in rows] == [
+        ("10.0.0.1", 503, True, None),
+        (None, None, None, "GET"),
+    ]
+    assert set(rows[0]) == set(SCHEMAS[L7_SOURCE].names)
+
+
+def test_empty_and_unwritten_tables_query_with_schema(tmp_path: Path) -> None:
+    open_writer(tmp_path).close()
+    with open_reader(tmp_path) as r:
+        for table, schema in SCHEMAS.items():
+            result = r.sql(f'SELECT * FROM "{table}"')
+            assert result.num_rows == 0
+            assert result.schema.names == schema.names
+            assert result.schema.types == schema.types
+
+
+def test_missing_store_error_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store at .*--store"):
+        open_reader(tmp_path / "nope")
+
+
+def test_unknown_table_and_fields_are_refused(tmp_path: Path) -> None:
+    with open_writer(tmp_path) as w:
+        with pytest.raises(ValueError, match="unknown table"):
+            w.write("nope", [{"time": 1}])
+        with pytest.raises(ValueError, match="http_stauts"):
+            w.write(L7_SOURCE, [{"time": 1, "http_stauts": 1}])
+        with pytest.raises(ValueError, match="bogus"):
+            w.write(L4_SOURCE, pa.table({"time": [1], "bogus": [2]}))
+
+
+def test_rows_are_partitioned_by_hour_of_time(tmp_path: Path) -> None:
+    with open_writer(tmp_path) as w:
+        w.write(L4_SOURCE, [{"time": T0 + h * HOUR_NS, "conn_id": str(h)} for h in (2, 0, 1, 0)])
+    hours = {s.hour for s in list_segments(tmp_path, L4_SOURCE)}
+    assert len(hours) == 3
+    # A time window only lists the hours it overlaps.
+    assert len(live_segments(tmp_path, L4_SOURCE, T0 + HOUR_NS, T0 + HOUR_NS + 1)) == 1
+    with open_reader(tmp_path, T0 + HOUR_NS, T0 + 2 * HOUR_NS) as r:
+        assert r.sql(f'SELECT conn_id FROM "{L4_SOURCE}"').to_pylist() == [{"conn_id": "1"}]
+
+
+def test_stats_table(tmp_path: Path) -> None:
+    with open_writer(tmp_path) as w:
+        w.write(STATS_TABLE, [{"time": T0, "source": "ebpf", "packets": 10, "dropped": 2, "errors": ""}])
+    with open_reader(tmp_path) as r:
+        assert r.sql(f'SELECT source, packets, dropped FROM "{STATS_TABLE}"').to_pylist() == [
+            {"source": "ebpf", "packets": 10, "dropped": 2}
+        ]
+
+
+def test_second_writer_is_refused_and_lock_released_on_close(tmp_path: Path) -> None:
+    w = open_writer(tmp_path)
+    with pytest.raises(StoreError, match=f"pid {os.getpid()}"):
+        open_writer(tmp_path)
+    w.close()
+    open_writer(tmp_path).close()
+
+
+def test_sequence_continues_after_reopen(tmp_path: Path) -> None:
+    for i in range(3):
+        with open_writer(tmp_path) as w:
+            w.write(L7_SOURCE, l7_rows(i * 10, 10))
+    assert [s.first for s in list_segments(tmp_path, L7_SOURCE)] == [1, 2, 3]
+    assert count(tmp_path) == (30, 30)
+
+
+def test_compaction_merges_runs_and_keeps_every_row(tmp_path: Path) -> None:
+    policy = MaintenancePolicy(compact_min_files=4)
+    with ParquetStoreWriter(tmp_path, policy, maintenance_interval=1e9) as w:
+        for i in range(10):
+            w.write(L7_SOURCE, l7_rows(i * 5, 5, T0 + (HOUR_NS if i >= 7 else 0)))
+            w.flush()
+        w.maintain()
+        segs = live_segments(tmp_path, L7_SOURCE)
+        # hour 1: segments 1..7 merged; hour 2: 8..10 is too short a run to merge
+        assert [(s.first, s.last) for s in segs] == [(1, 7), (8, 8), (9, 9), (10, 10)]
+        w.write(L7_SOURCE, l7_rows(50, 5))
+        w.flush()
+    assert count(tmp_path) == (55, 55)
+
+
+def test_merge_sources_stay_invisible_until_the_next_run(tmp_path: Path) -> None:
+    """Also the state a crash between a merge's rename and any delete leaves."""
+    with ParquetStoreWriter(tmp_path, MaintenancePolicy(compact_min_files=2), 1e9) as w:
+        for i in range(3):
+            w.write(L7_SOURCE, l7_rows(i * 5, 5))
+            w.flush()
+        w.maintain()
+        assert len(list_segments(tmp_path, L7_SOURCE)) == 4  # merged + its 3 sources
+        assert [(s.first, s.last) for s in live_segments(tmp_path, L7_SOURCE)] == [(1, 3)]
+        assert count(tmp_path) == (15, 15)
+        w.maintain()
+    assert [(s.first, s.last) for s in list_segments(tmp_path, L7_SOURCE)] == [(1, 3)]
+
+
+def test_retention_by_age_and_size(tmp_path: Path) -> None:
+    w = ParquetStoreWriter(tmp_path, MaintenancePolicy(retention_hours=1.0, compact_min_files=1000), 1e9)
+    for i in range(6):
+        w.write(L7_SOURCE, l7_rows(i * 100, 100))
+        w.flush()
+    segs = list_segments(tmp_path, L7_SOURCE)
+    old = time.time() - 2 * 3600
+    for s in segs[:2]:
+        os.utime(s.path, (old, old))
+    w.maintain()
+    assert count(tmp_path) == (400, 400)
+    w.policy = MaintenancePolicy(retention_bytes=sum(s.size for s in segs[-2:]))
+    w.maintain()
+    remaining = list_segments(tmp_path, L7_SOURCE)
+    assert [s.first for s in remaining] == [s.first for s in segs[-2:]]  # the newest survive
+    w.policy = MaintenancePolicy(retention_bytes=0)
+    w.maintain()
+    assert not (tmp_path / L7_SOURCE).exists() or not any((tmp_path / L7_SOURCE).iterdir())
+    w.close()
+    assert count(tmp_path) == (0, 0)
+
+
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from bpfnetlog.store import MaintenancePolicy, ParquetStoreWriter
+    store, batches, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    w = ParquetStoreWriter(store, MaintenancePolicy(compact_min_files=3), maintenance_interval=0.0)
+    for b in range(batches):
+        w.write("bpf_net_l7_log", [
+            {"time": 1790000000000000000 + (b % 3) * 3600 * 10**9 + i, "conn_id": f"{b}-{i}"}
+            for i in range(per)
+        ])
+        w.flush()
+        print(b, flush=True)
+    w.close()
+    """
+)
+
+
+def start_writer(store: Path, batches: int, per: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER_SCRIPT, str(store), str(batches), str(per)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+
+
+def test_concurrent_reader_sees_no_duplicates_or_losses(tmp_path: Path) -> None:
+    """A writer flushing and compacting in a loop (another process) while we query."""
+    per = 50
+    writer = start_writer(tmp_path, 300, per)
+    assert writer.stdout is not None
+    writer.stdout.readline()  # the store exists
+    seen = []
+    while writer.poll() is None:
+        rows, distinct = count(tmp_path)
+        assert rows == distinct, "a row was read twice"
+        assert rows % per == 0, "a flush was read half"
+        assert not seen or rows >= seen[-1], "rows vanished"
+        seen.append(rows)
+    assert writer.wait() == 0
+    assert count(tmp_path) == (300 * per, 300 * per)
+    assert len(seen) > 10
+    assert len(list_segments(tmp_path, L7_SOURCE)) < 300  # compaction did run
+
+
+def test_kill_9_of_the_writer_leaves_readable_data(tmp_path: Path) -> None:
+    per = 1000
+    writer = start_writer(tmp_path, 10**6, per)
+    assert writer.stdout is not None
+    for _ in range(20):
+        writer.stdout.readline()
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    rows, distinct = count(tmp_path)
+    assert rows == distinct and rows >= 20 * per and rows % per == 0
+    with open_writer(tmp_path) as w:  # the lock died with the process; partial files are cleaned
+        assert not list(tmp_path.glob("*/*/*.tmp"))
+        w.write(L7_SOURCE, [{"time": T0, "conn_id": "after"}])
+    assert count(tmp_path) == (rows + 1, distinct + 1)
