@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
@@ -237,3 +239,25 @@ def test_decode_speed() -> None:
     rate = n / (time.perf_counter() - t)
     print(f"decode: {rate / 1e6:.2f} M frames/s")
     assert len(b) == n and rate > 1_000_000
+
+
+@settings(max_examples=500, deadline=None)
+@given(frames=st.lists(st.binary(max_size=120), min_size=1, max_size=8),
+       linktype=st.sampled_from([0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 9999]),
+       seed=st.sampled_from([b"", bytes(Ether() / TCP4), bytes(Ether() / IPv6() / IPv6ExtHdrHopByHop() / UDP())]))
+def test_random_frames_never_escape_their_bytes(frames: list[bytes], linktype: int, seed: bytes) -> None:
+    frames = [seed[: len(f)] + f for f in frames]  # realistic prefixes reach the deeper parsers
+    b, skipped, malformed = run(frames, linktype)
+    assert len(b) + skipped + malformed == len(frames)
+    args = frame_arrays(frames)
+    ends = (args[1] + args[2])[b.frame - 1]
+    assert np.all(b.payload_off + b.payload_cap <= ends)
+    assert np.all(b.payload_cap <= b.payload_len)
+
+
+def test_frames_outside_the_buffer_are_malformed() -> None:
+    buf, off, cap, wire = frame_arrays([bytes(Ether() / TCP4)])
+    cap[0] += 1
+    b, skipped, malformed = decode(buf, off, cap, wire, np.ones(1, np.int64), np.zeros(1, np.int64),
+                                   np.ones(1, np.int64), np.zeros(1, np.uint16), [])
+    assert (len(b), skipped, malformed) == (0, 0, 1)

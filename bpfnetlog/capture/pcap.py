@@ -152,6 +152,8 @@ def _walk_pcapng(buf: np.ndarray, pos: int, big: bool,
             o_off[k] = pos + 28
             o_wire[k] = _u32(buf, pos + 24, big)
         elif btype == _SPB:
+            if blen < 16:
+                return k, pos, _E_BLK_LEN, blen, last_ts
             if n_if == 0:
                 return k, pos, _E_BLK_IF, 0, last_ts
             iface = 0

@@ -228,6 +228,9 @@ def decode_frames(
     for i in range(off.shape[0]):
         p = np.int64(off[i])
         end = p + np.int64(caplen[i])
+        if p < 0 or end > buf.shape[0]:  # a source bug must not read outside the buffer
+            malformed += 1
+            continue
         wire_end = p + np.int64(wire_len[i])
         res, l3, ver = _link_to_l3(buf, p, end, np.int64(linktype[i]))
         l4 = l4len = proto = plen = hl = 0
