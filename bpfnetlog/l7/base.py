@@ -1,0 +1,69 @@
+"""The contract between the L7 engine and its protocol parsers.
+
+Parsers are sans-IO (like h11/h2): the engine hands them reassembled, in-order
+bytes of either direction and they hand back `Message` events. They know
+nothing of sockets, packets or records, so each protocol lives in its own
+module and is tested on hand-built byte strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Protocol
+
+SEQ_MASK = 0xFFFFFFFF
+
+
+@dataclass(eq=False, slots=True)
+class Message:
+    """One request or one response, as seen on the wire.
+
+    A parser reports a message when its start is parsed (`complete` False), so
+    the engine can mark the packet that starts it at once, and reports the same
+    object again when it ends; a message parsed in one go is reported once.
+    """
+
+    is_request: bool
+    side: int  # 0/1: which endpoint sent it
+    seq: int  # raw TCP seq of its first byte (0 over UDP)
+    ts_start: int  # ns, packet that carried the first byte
+    ts_end: int  # ns, packet that carried the last byte
+    length: int  # bytes on the wire, framing included
+    fields: dict[str, object] = field(default_factory=dict)  # L7_FIELDS names -> values
+    key: Hashable | None = None  # pairs a response with its request; None: cannot be paired
+    complete: bool = False
+    traceid: str | None = None  # l7_traceid when TCP seqs cannot give one (UDP)
+    tag: object = None  # the engine's bookkeeping; parsers never touch it
+
+
+class Parser(Protocol):
+    """What the engine calls; one instance per connection, both directions."""
+
+    proto: str  # the l7_proto value of its records
+    client_side: int  # -1 until the content told which side is the client
+    malformed: int  # messages or bytes the parser had to skip (a counter)
+
+    def feed(self, side: int, data: bytes, seq: int, ts: int) -> list[Message]:
+        """In-order bytes of one direction; `seq` is the raw seq of data[0]."""
+        ...
+
+    def gap(self, side: int, size: int) -> list[Message]:
+        """`size` bytes (-1: unknown) are missing before the next feed of `side`."""
+        ...
+
+    def close(self, ts: int) -> list[Message]:
+        """End of the connection: completes close-delimited and cut messages."""
+        ...
+
+
+Detector = Callable[[bytes, int], "Parser | None"]
+
+# Control characters become visible escapes so a stored value never carries raw
+# terminal/NUL bytes; invalid UTF-8 becomes \xNN through backslashreplace.
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
+
+
+def safe_text(raw: bytes | bytearray, cap: int = 1024) -> str:
+    """Attacker-controlled bytes -> a bounded, printable str (never raises)."""
+    text = bytes(raw[:cap]).decode("utf-8", "backslashreplace").translate(_CONTROL)
+    return text + "..." if len(raw) > cap else text

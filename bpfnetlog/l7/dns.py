@@ -1,0 +1,132 @@
+"""DNS over UDP (one message per datagram) and over TCP (2-byte length prefix).
+
+Decoding is dnspython's `from_wire`; this module only frames messages, checks
+that a header is plausible before trusting a parse (content detection), and
+turns a message into record fields. Anything dnspython rejects is counted as
+malformed and skipped.
+"""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+from .base import SEQ_MASK, Message, safe_text
+
+MAX_ANSWERS = 2048  # chars of dns_answers
+_OPCODES = (0, 2, 4, 5)  # QUERY, STATUS, NOTIFY, UPDATE
+
+
+def response_status(rcode: int) -> str:
+    """Like DeepFlow: NOERROR ok; FORMERR and NXDOMAIN the client's fault; the rest the server's."""
+    if rcode == 0:
+        return "ok"
+    return "client_error" if rcode in (1, 3) else "server_error"
+
+
+def _plausible(wire: bytes) -> bool:
+    """Header sanity, so random bytes that happen to parse are not taken for DNS."""
+    if len(wire) < 12:
+        return False
+    opcode = (wire[2] >> 3) & 0xF
+    qd = int.from_bytes(wire[4:6], "big")
+    rest = sum(int.from_bytes(wire[i : i + 2], "big") for i in (6, 8, 10))
+    return opcode in _OPCODES and qd == 1 and rest <= 512
+
+
+def _decode(wire: bytes) -> dns.message.Message | None:
+    try:
+        return dns.message.from_wire(wire)
+    except Exception:  # dnspython raises many types on hostile input; all mean "not DNS"
+        return None
+
+
+def detect_udp(data: bytes, side: int) -> "DnsParser | None":
+    return DnsParser(tcp=False) if _plausible(data) and _decode(data) is not None else None
+
+
+def detect_tcp(data: bytes, side: int) -> "DnsParser | None":
+    size = int.from_bytes(data[:2], "big")
+    wire = data[2 : 2 + size]
+    ok = len(data) >= 2 + size and _plausible(wire) and _decode(wire) is not None
+    return DnsParser(tcp=True) if ok else None
+
+
+class DnsParser:
+    """Both directions of one DNS flow; the side that sends queries is the client."""
+
+    proto = "dns"
+
+    def __init__(self, tcp: bool) -> None:
+        self.client_side = -1
+        self.malformed = 0
+        self._tcp = tcp
+        self._buf = (bytearray(), bytearray())  # TCP: bytes of an unfinished message
+        self._seq = [0, 0]  # raw seq of _buf[side][0]
+        self._ts = [0, 0]  # ts of the packet that carried _buf[side][0]
+
+    def feed(self, side: int, data: bytes, seq: int, ts: int) -> list[Message]:
+        if not self._tcp:
+            msg = self._message(side, data, 0, ts, ts, len(data))
+            return [msg] if msg else []
+        buf = self._buf[side]
+        if not buf:
+            self._seq[side], self._ts[side] = seq, ts
+        buf += data
+        out: list[Message] = []
+        while len(buf) >= 2:
+            size = int.from_bytes(buf[:2], "big")
+            if size < 12:
+                self.malformed += 1
+                buf.clear()
+                break
+            if len(buf) < 2 + size:
+                break
+            msg = self._message(side, bytes(buf[2 : 2 + size]), self._seq[side], self._ts[side], ts, 2 + size)
+            if msg:
+                out.append(msg)
+            del buf[: 2 + size]
+            self._seq[side] = (self._seq[side] + 2 + size) & SEQ_MASK
+            self._ts[side] = ts
+        return out
+
+    def gap(self, side: int, size: int) -> list[Message]:
+        """Drop the cut message; the next segment is assumed to start a message."""
+        self._buf[side].clear()
+        return []
+
+    def close(self, ts: int) -> list[Message]:
+        for buf in self._buf:
+            buf.clear()
+        return []
+
+    def _message(self, side: int, wire: bytes, seq: int, ts0: int, ts1: int, length: int) -> Message | None:
+        msg = _decode(wire)
+        if msg is None:
+            self.malformed += 1
+            return None
+        is_request = not msg.flags & dns.flags.QR
+        if self.client_side < 0:
+            self.client_side = side if is_request else 1 - side
+        fields: dict[str, object] = {}
+        qname = ""
+        if msg.question:
+            q = msg.question[0]
+            qname = safe_text(q.name.to_text(omit_final_dot=True).encode(), 512)
+            qtype = dns.rdatatype.to_text(q.rdtype)
+            fields.update(
+                dns_query=qname, dns_qtype=qtype, request_type=qtype, request_resource=qname, request_domain=qname
+            )
+        if not is_request:
+            rcode = msg.rcode()
+            answers = ",".join(rd.to_text() for rrset in msg.answer for rd in rrset)
+            fields.update(
+                dns_rcode=dns.rcode.to_text(rcode),
+                response_code=int(rcode),
+                response_status=response_status(rcode),
+                dns_answers=safe_text(answers.encode(), MAX_ANSWERS),
+            )
+        traceid = None if self._tcp else f"dns_{msg.id}_{qname}"
+        return Message(is_request, side, seq, ts0, ts1, length, fields, (msg.id, qname.lower()), True, traceid)

@@ -1,0 +1,147 @@
+"""Per-direction TCP stream reassembly for a passive observer.
+
+A capture sees segments late, twice, out of order or never. Parsers need the
+bytes in order, so each direction keeps a bounded out-of-order buffer; when
+data is missing for good (buffer full, far jump, flush at close/timeout) the
+reassembler skips ahead and says how many bytes it skipped, so the parser can
+resynchronise instead of stalling forever. Sequence numbers are unwrapped into
+unbounded stream offsets, so 32-bit wraparound needs no special case.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from .base import SEQ_MASK
+
+_HALF = 1 << 31
+_FULL = 1 << 32
+
+
+@dataclass(slots=True)
+class Chunk:
+    """In-order bytes: `seq` is the raw seq of data[0], `ts` of the packet that carried them."""
+
+    seq: int
+    data: bytes
+    ts: int
+    gap: int = 0  # bytes known missing right before this chunk
+
+
+class StreamReassembler:
+    """One direction of one TCP connection; first copy of a byte wins."""
+
+    def __init__(self, max_bytes: int = 1 << 20, max_segments: int = 1024, stats: dict[str, int] | None = None):
+        self.max_bytes = max_bytes
+        self.max_segments = max_segments
+        self.stats = stats if stats is not None else {}
+        self._base: int | None = None  # raw seq of stream offset 0
+        self.next = 0  # offset of the next byte to deliver
+        self._ooo: dict[int, tuple[bytes, int]] = {}  # offset -> (data, ts), waiting for a hole
+        self._heap: list[int] = []  # offsets in _ooo
+        self._ooo_bytes = 0
+        self._ooo_end = 0  # furthest end offset buffered
+
+    def set_isn(self, isn: int) -> None:
+        """SYN seen: the stream starts right after it (ignored once data arrived)."""
+        if self._base is None:
+            self._base = (isn + 1) & SEQ_MASK
+
+    def offset(self, seq: int) -> int:
+        """Stream offset of raw `seq`, taking the unwrap nearest to the delivery point."""
+        if self._base is None:
+            self._base = seq
+        d = (seq - self._base - self.next) & SEQ_MASK
+        return self.next + (d - _FULL if d >= _HALF else d)
+
+    def raw(self, off: int) -> int:
+        return ((self._base or 0) + off) & SEQ_MASK
+
+    @property
+    def waiting(self) -> bool:
+        """Out-of-order data is held back by a hole."""
+        return bool(self._ooo)
+
+    def oldest_ts(self) -> int:
+        return min(ts for _, ts in self._ooo.values())
+
+    def segment(self, seq: int, data: bytes, ts: int) -> list[Chunk]:
+        """One segment in; the chunks that became deliverable out."""
+        if not data:
+            return []
+        off = self.offset(seq)
+        end = off + len(data)
+        if end <= self.next:
+            self._count("dup_segments")
+            return []
+        out: list[Chunk] = []
+        if off > self.next:
+            self._store(off, data, ts)
+            while self._ooo and (
+                self._ooo_bytes > self.max_bytes
+                or len(self._ooo) > self.max_segments
+                or self._ooo_end - self.next > self.max_bytes
+            ):
+                self._count("buffer_overflow")
+                self._skip(out)
+            return out
+        if off < self.next:
+            data = data[self.next - off :]
+        out.append(Chunk(self.raw(self.next), data, ts))
+        self.next = end
+        self._drain(out)
+        return out
+
+    def flush(self) -> list[Chunk]:
+        """Give up on every hole (connection end, reorder timeout)."""
+        out: list[Chunk] = []
+        while self._ooo:
+            self._skip(out)
+        return out
+
+    def _store(self, off: int, data: bytes, ts: int) -> None:
+        old = self._ooo.get(off)
+        if old is None:
+            heapq.heappush(self._heap, off)
+        elif len(old[0]) >= len(data):
+            self._count("dup_segments")
+            return
+        else:
+            self._ooo_bytes -= len(old[0])
+        self._ooo[off] = (data, ts)
+        self._ooo_bytes += len(data)
+        self._ooo_end = max(self._ooo_end, off + len(data))
+
+    def _skip(self, out: list[Chunk]) -> None:
+        """Declare the first hole lost and deliver what follows it."""
+        low = self._heap[0]
+        if low > self.next:
+            self._count("gaps")
+            self._count("gap_bytes", low - self.next)
+            gap, self.next = low - self.next, low
+        else:
+            gap = 0
+        start = len(out)
+        self._drain(out)
+        if gap and len(out) > start:
+            out[start].gap = gap
+
+    def _drain(self, out: list[Chunk]) -> None:
+        heap, ooo = self._heap, self._ooo
+        while heap and heap[0] <= self.next:
+            off = heapq.heappop(heap)
+            data, ts = ooo.pop(off)
+            self._ooo_bytes -= len(data)
+            end = off + len(data)
+            if end <= self.next:
+                continue
+            if off < self.next:
+                data = data[self.next - off :]
+            out.append(Chunk(self.raw(self.next), data, ts))
+            self.next = end
+        if not ooo:
+            self._ooo_end = self.next
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
