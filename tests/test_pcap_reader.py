@@ -283,22 +283,33 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("tcpdump", "tshark", "curl")),
-                    reason="needs root, tcpdump, tshark and curl")
-def test_loopback_capture_matches_tshark(tmp_path: Path) -> None:
+CAPTURES = {  # tool command line (file and filter appended) -> what it exercises
+    "tcpdump-ethernet": ["tcpdump", "-i", "lo", "-U", "-n", "-w"],
+    "tcpdump-any-sll2-ns": ["tcpdump", "-i", "any", "-U", "-n", "--time-stamp-precision=nano", "-w"],
+    "dumpcap-pcapng": ["dumpcap", "-q", "-i", "lo", "-w"],
+}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("tcpdump", "dumpcap", "tshark", "curl")),
+                    reason="needs root, tcpdump, dumpcap, tshark and curl")
+@pytest.mark.parametrize("capture", list(CAPTURES))
+def test_loopback_capture_matches_tshark(tmp_path: Path, capture: str) -> None:
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "big.bin").write_bytes(os.urandom(300_000))
     port = _free_port()
-    pcap_path = tmp_path / "lo.pcap"
+    pcap_path = tmp_path / "lo.cap"
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                                "--directory", str(tmp_path / "www")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-n", "-w", str(pcap_path), f"tcp port {port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = CAPTURES[capture] + [str(pcap_path)]
+    cmd += ["-f", f"tcp port {port}"] if cmd[0] == "dumpcap" else [f"tcp port {port}"]
+    dump = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert dump.stderr is not None
-        dump.stderr.readline()  # "listening on lo ...": the capture is running
         _wait_port(port)
+        end = time.monotonic() + 10
+        while not (pcap_path.exists() and pcap_path.stat().st_size > 0) and time.monotonic() < end:
+            time.sleep(0.05)  # the file header is written once the capture runs
+        time.sleep(0.5)
         for name in ("big.bin", "", "missing"):
             subprocess.run(["curl", "-s", "-o", "/dev/null", "-m", "10", f"http://127.0.0.1:{port}/{name}"],
                            check=False, timeout=20)
@@ -313,10 +324,16 @@ def test_loopback_capture_matches_tshark(tmp_path: Path) -> None:
                 proc.wait()
     out = subprocess.run(["tshark", "-r", str(pcap_path), "-Y", "tcp", "-T", "fields", "-e", "frame.number",
                           "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.seq_raw", "-e", "tcp.ack_raw",
-                          "-e", "tcp.len"], capture_output=True, text=True, check=True, timeout=60).stdout
-    expected = [tuple(int(v or 0) for v in line.split("\t")) for line in out.splitlines()]
+                          "-e", "tcp.len", "-e", "frame.time_epoch"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    expected = []
+    for line in out.splitlines():
+        *ints, epoch = line.split("\t")
+        sec, frac = epoch.split(".")
+        expected.append((*(int(v or 0) for v in ints), int(sec) * 10**9 + int(frac.ljust(9, "0"))))
     b, stats, _ = read(pcap_path)
-    got = [(int(f), int(sp), int(dp), int(s), int(a) if fl & 0x10 else 0, int(pl))
-           for f, sp, dp, s, a, fl, pl in zip(b.frame, b.sport, b.dport, b.seq, b.ack, b.flags, b.payload_len)]
+    got = [(int(f), int(sp), int(dp), int(s), int(a) if fl & 0x10 else 0, int(pl), int(t))
+           for f, sp, dp, s, a, fl, pl, t in zip(b.frame, b.sport, b.dport, b.seq, b.ack, b.flags,
+                                                 b.payload_len, b.ts)]
     assert stats.errors == [] and stats.malformed == 0
     assert len(got) > 20 and got == expected
