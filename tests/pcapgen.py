@@ -74,3 +74,14 @@ def spb(data: bytes, wire: int | None = None, big: bool = False) -> bytes:
     """Simple packet block: no interface id (always 0), no timestamp."""
     e = ">" if big else "<"
     return block(3, struct.pack(e + "I", len(data) if wire is None else wire) + data, big)
+
+
+def isb(iface: int, ifdrop: int | None = None, osdrop: int | None = None, big: bool = False) -> bytes:
+    """Interface statistics block with the drop counters (totals since the capture started)."""
+    e = ">" if big else "<"
+    opts = b""
+    if ifdrop is not None:
+        opts += _opt(e, 5, struct.pack(e + "Q", ifdrop))
+    if osdrop is not None:
+        opts += _opt(e, 7, struct.pack(e + "Q", osdrop))
+    return block(5, struct.pack(e + "III", iface, 0, 0) + opts + _opt(e, 0, b""), big)

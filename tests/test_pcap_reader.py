@@ -147,6 +147,15 @@ def test_pcapng_spb_cut_by_snaplen(tmp_path: Path) -> None:
     assert stats.decoded == 1 and b.payload_len[0] == 105 and b.payload_cap[0] == 60 - 54
 
 
+def test_pcapng_interface_statistics_give_drops(tmp_path: Path) -> None:
+    data = (pcapgen.shb() + pcapgen.idb(1, name="a") + pcapgen.idb(1, name="b")
+            + pcapgen.isb(0, ifdrop=5) + pcapgen.epb(0, 0, F_TCP) + pcapgen.isb(1, osdrop=3)
+            + pcapgen.isb(0, ifdrop=7, osdrop=2)  # totals: replaces the first ISB of interface 0
+            + pcapgen.shb(big=True) + pcapgen.idb(1, name="a", big=True) + pcapgen.isb(0, ifdrop=4, big=True))
+    _, stats, _ = read(write(tmp_path, "d.pcapng", data))
+    assert (stats.packets, stats.dropped, stats.errors) == (1, 9 + 3 + 4, [])
+
+
 def test_pcapng_nic_name_argument_overrides_if_name(tmp_path: Path) -> None:
     data = pcapgen.shb() + pcapgen.idb(1, name="eth0") + pcapgen.idb(1, name="eth1") + pcapgen.epb(1, 0, F_TCP)
     b, _, r = read(write(tmp_path, "o.pcapng", data), nic_name="pod0")

@@ -21,6 +21,9 @@ overrides everything, as the CLI's --nic), else the pcapng if_name option, else
 the file's stem (with ":<n>" for a pcapng file's unnamed interface n > 0).
 Interfaces of the same name share one `Nic`.
 
+`stats.dropped` is what pcapng interface statistics blocks report as lost
+(isb_ifdrop + isb_osdrop, last block of each interface); pcap files cannot say.
+
 Bad input: a file that is empty or is not pcap/pcapng raises `PcapError`. A
 damaged file stops at the first bad record or block; everything before it is
 kept and `stats.errors` names the byte offset and what is wrong.
@@ -43,7 +46,7 @@ from bpfnetlog.packets import Nic, PacketBatch, SourceStats
 
 PCAP_US, PCAP_NS = 0xA1B2C3D4, 0xA1B23C4D
 PCAPNG_SHB, PCAPNG_BOM = 0x0A0D0D0A, 0x1A2B3C4D
-_IDB, _PB, _SPB, _EPB = 1, 2, 3, 6
+_IDB, _PB, _SPB, _ISB, _EPB = 1, 2, 3, 5, 6
 
 # Largest caplen accepted when the file's snaplen is smaller (libpcap's own ceiling).
 _MAX_CAPLEN = 262144
@@ -109,7 +112,7 @@ def _walk_pcapng(buf: np.ndarray, pos: int, big: bool,
                  o_off: np.ndarray, o_cap: np.ndarray, o_wire: np.ndarray, o_ts: np.ndarray,
                  o_lt: np.ndarray, o_nic: np.ndarray,
                  start: int) -> tuple[int, int, int, int, int]:
-    """Fill o_* from `start` with packet blocks; stops at SHB/IDB (_NEED_PY), EOF or damage.
+    """Fill o_* from `start` with packet blocks; stops at SHB/IDB/ISB (_NEED_PY), EOF or damage.
 
     Returns (n filled, pos, status, detail, last timestamp); SPBs carry no
     timestamp, so they get the previous packet's.
@@ -124,7 +127,7 @@ def _walk_pcapng(buf: np.ndarray, pos: int, big: bool,
         if end - pos < 12:
             return k, pos, _E_BLK_TRUNC, 12, last_ts
         btype = _u32(buf, pos, big)
-        if btype == PCAPNG_SHB or btype == _IDB:
+        if btype == PCAPNG_SHB or btype == _IDB or btype == _ISB:
             return k, pos, _NEED_PY, 0, last_ts
         blen = _u32(buf, pos + 4, big)
         if blen < 12 or blen % 4:
@@ -214,6 +217,8 @@ class PcapReader:
         self.nic_override = nic_name
         self.stats = SourceStats(source=self.path.name)
         self.nics: list[Nic] = []
+        self._section_no = 0
+        self._drops: dict[tuple[int, int], int] = {}  # (pcapng section, interface) -> drops
         self._buf = self._map()
         magic_le = struct.unpack_from("<I", self._buf, 0)[0]
         magic_be = struct.unpack_from(">I", self._buf, 0)[0]
@@ -328,7 +333,7 @@ class PcapReader:
             self._error(error)
 
     def _pcapng_block(self, pos: int, sec: _Section | None) -> tuple[_Section, int]:
-        """Parse the SHB or IDB at `pos`: (the section current after it, block length)."""
+        """Parse the SHB, IDB or ISB at `pos`: (the section current after it, block length)."""
         buf = self._buf
         left = len(buf) - pos
         if left < 12:
@@ -337,35 +342,34 @@ class PcapReader:
             bom = struct.unpack_from("<I", buf, pos + 8)[0]
             if bom not in (PCAPNG_BOM, 0x4D3C2B1A):
                 raise ValueError(f"section header byte-order magic 0x{bom:08x}")
+            self._section_no += 1
             sec = _Section(big=bom != PCAPNG_BOM)
             return sec, self._check_block(pos, sec.big, 28)
         if sec is None:
-            raise ValueError("interface description before any section header")
+            raise ValueError("block before any section header")
         e = ">" if sec.big else "<"
+        btype = struct.unpack_from(e + "I", buf, pos)[0]
+        if btype == _ISB:
+            blen = self._check_block(pos, sec.big, 24)
+            iface = struct.unpack_from(e + "I", buf, pos + 8)[0]
+            opts = self._options(pos + 20, pos + blen - 4, e)
+            # Counters are totals since the capture started: the last ISB of an interface wins.
+            self._drops[(self._section_no, iface)] = sum(
+                struct.unpack(e + "Q", opts[c])[0] for c in (5, 7) if len(opts.get(c, b"")) == 8)
+            self.stats.dropped = sum(self._drops.values())
+            return sec, blen
         blen = self._check_block(pos, sec.big, 20)
         linktype, _res, snaplen = struct.unpack_from(e + "HHI", buf, pos + 8)
-        name, mac, resol, tsoff = "", "", 6, 0
-        p, stop = pos + 16, pos + blen - 4
-        while p + 4 <= stop:
-            code, ln = struct.unpack_from(e + "HH", buf, p)
-            val = bytes(buf[p + 4 : min(p + 4 + ln, stop)])
-            if code == 0:
-                break
-            if code == 2:
-                name = val.split(b"\0", 1)[0].decode("utf-8", "replace")
-            elif code == 6 and len(val) == 6:
-                mac = ":".join(f"{b:02x}" for b in val)
-            elif code == 9 and val:
-                resol = val[0]
-            elif code == 14 and len(val) == 8:
-                tsoff = struct.unpack(e + "q", val)[0]
-            p += 4 + ((ln + 3) & ~3)
+        opts = self._options(pos + 16, pos + blen - 4, e)
         n_if = len(sec.lt)
         if self.nic_override:
             name = self.nic_override
-        elif not name:
-            name = self.path.stem if n_if == 0 else f"{self.path.stem}:{n_if}"
-        mul, div, shift = _tsresol(resol)
+        else:
+            name = opts.get(2, b"").split(b"\0", 1)[0].decode("utf-8", "replace")
+            name = name or (self.path.stem if n_if == 0 else f"{self.path.stem}:{n_if}")
+        mac = ":".join(f"{b:02x}" for b in opts[6]) if len(opts.get(6, b"")) == 6 else ""
+        mul, div, shift = _tsresol(opts[9][0] if opts.get(9) else 6)
+        tsoff = struct.unpack(e + "q", opts[14])[0] if len(opts.get(14, b"")) == 8 else 0
         sec.lt.append(linktype)
         sec.nic.append(self._nic_index(name, mac))
         sec.snap.append(snaplen)
@@ -374,6 +378,17 @@ class PcapReader:
         sec.shift.append(shift)
         sec.off.append(tsoff * 1_000_000_000)
         return sec, blen
+
+    def _options(self, p: int, stop: int, e: str) -> dict[int, bytes]:
+        """pcapng options between `p` and `stop`: code -> value (the first one of each code)."""
+        opts: dict[int, bytes] = {}
+        while p + 4 <= stop:
+            code, ln = struct.unpack_from(e + "HH", self._buf, p)
+            if code == 0:
+                break
+            opts.setdefault(code, bytes(self._buf[p + 4 : min(p + 4 + ln, stop)]))
+            p += 4 + ((ln + 3) & ~3)
+        return opts
 
     def _check_block(self, pos: int, big: bool, min_len: int) -> int:
         """Length of the block at `pos`, checked against the file and its trailer."""
