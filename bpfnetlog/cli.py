@@ -1,0 +1,119 @@
+"""The `bpfnetlog` command: read pcaps, capture live, query the store.
+
+Commands are thin: they parse options, build a source, a pipeline and a
+store writer, and report progress. The work lives in the pipeline stages.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="Network logs from packets: L4 connections (bpf_net_l4_log) and L7 requests (bpf_net_l7_log).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+StoreOpt = Annotated[Path, typer.Option("--store", help="Data directory of the embedded store.")]
+
+
+@app.command()
+def read(
+    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files (tcpdump, Wireshark, dumpcap).")],
+    store: StoreOpt = Path("data"),
+    nic: Annotated[Optional[str], typer.Option(help="nic_name of the records (default: pcapng interface name, else the file's stem).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="host of the records (default: this machine's hostname).")] = None,
+    local_ip: Annotated[Optional[list[str]], typer.Option(
+        "--local-ip", help="Address or CIDR of the capturing host (repeatable). Decides src/dst and "
+        "direction (outgoing/incoming); without it direction is 'unknown' and src is the client.")] = None,
+) -> None:
+    """Turn pcap/pcapng files into L4 and L7 logs in the store."""
+    from bpfnetlog.capture.pcap import PcapError, PcapReader
+    from bpfnetlog.l4.roles import LocalNets
+    from bpfnetlog.pipeline import Pipeline
+    from bpfnetlog.store.base import StoreError
+    from bpfnetlog.store.writer import ParquetStoreWriter
+
+    try:
+        local = LocalNets(local_ip or [])
+    except ValueError as e:
+        err.print(f"[red]error:[/] --local-ip: {e}")
+        raise typer.Exit(2) from None
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        err.print(f"[red]error:[/] no such file: {', '.join(map(str, missing))}")
+        raise typer.Exit(2)
+    try:
+        writer = ParquetStoreWriter(store)
+    except StoreError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    pipe = Pipeline(writer, host or socket.gethostname(), local)
+    stats = []
+    failed = 0
+    t0 = time.perf_counter()
+    with writer, Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                          console=err, transient=True) as progress:  # fmt: skip
+        task = progress.add_task("reading")
+        for f in files:
+            try:
+                reader = PcapReader(f, nic_name=nic)
+                for batch in reader.batches():
+                    pipe.feed(batch)
+                    pipe.tick()
+                    writer.flush()
+                    rate = pipe.count.packets / max(time.perf_counter() - t0, 1e-9)
+                    progress.update(task, description=f"{f.name}: {pipe.count.packets:,} packets "
+                                    f"({rate:,.0f}/s), {pipe.count.connections:,} connections, "
+                                    f"{pipe.count.l7_records:,} L7 records")  # fmt: skip
+            except PcapError as e:
+                err.print(f"[red]error:[/] {e}")
+                failed += 1
+                continue
+            stats.append(reader.stats)
+        pipe.finish(stats)
+    elapsed = time.perf_counter() - t0
+    _summary(pipe, stats, elapsed, store)
+    if failed == len(files):
+        raise typer.Exit(1)
+
+
+def _summary(pipe, stats, elapsed: float, store: Path) -> None:
+    c = pipe.count
+    t = Table(title=f"bpfnetlog read -> {store}", show_header=False)
+    t.add_row("packets", f"{c.packets:,} ({c.packets / max(elapsed, 1e-9):,.0f}/s in {elapsed:.2f}s)")
+    t.add_row("connections", f"{c.connections:,}")
+    t.add_row("L4 records (chunks)", f"{c.l4_records:,}")
+    t.add_row("L7 records", f"{c.l7_records:,}")
+    t.add_row("skipped (not TCP/UDP)", f"{sum(s.skipped for s in stats):,}")
+    t.add_row("malformed", f"{sum(s.malformed for s in stats):,}")
+    errors = [e for s in stats for e in s.errors]
+    t.add_row("errors", "\n".join(errors) if errors else "0")
+    err.print(t)
+
+
+@app.command()
+def query(
+    text: Annotated[str, typer.Argument(help="Lucene-like query, e.g. 'source:bpf_net_l7_log AND http_status_code:>=500 AND NOT src_ip:10.0.0.0/8'.")],
+    store: StoreOpt = Path("data"),
+    fmt: Annotated[str, typer.Option("--format", help="table, json or jsonl (one object per record, every field).")] = "table",
+    limit: Annotated[int, typer.Option(help="At most this many records (newest first).")] = 100,
+    t_from: Annotated[Optional[str], typer.Option("--from", help="Start: ISO time, epoch ns, or relative like -15m.")] = None,
+    t_to: Annotated[Optional[str], typer.Option("--to", help="End: ISO time, epoch ns, 'now' or relative.")] = None,
+) -> None:
+    """Search the logs in the store."""
+    from bpfnetlog.query.output import query_command
+
+    code = query_command(store, text, fmt, limit, t_from, t_to)
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,79 @@
+"""The packet series of written chunks as an Arrow table (records.PACKET_FIELDS).
+
+Built column by column with dictionary encodings (flag strings, analysis
+names, conn_ids), so a million packets cost a few numpy operations, not a
+million Python dicts. Only the few packets that start an L7 message take a
+Python step, to carry that message's id, method and path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from bpfnetlog.l4.tcp_analysis import ANALYSIS_NAMES
+from bpfnetlog.packets import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
+
+
+def _flag_text(flags: int) -> str:
+    """tcpdump's notation: S, S., ., P., F., R, R. (ECE/CWR as E/W, URG as U)."""
+    out = "".join(c for bit, c in ((SYN, "S"), (FIN, "F"), (PSH, "P"), (RST, "R"), (URG, "U"),
+                                   (ECE, "E"), (CWR, "W")) if flags & bit)  # fmt: skip
+    return out + ("." if flags & ACK else "")
+
+
+# index 256: not TCP
+FLAG_TEXT = pa.array([_flag_text(i) for i in range(256)] + [""], pa.string())
+_ANALYSIS_BITS = sorted(ANALYSIS_NAMES)
+
+
+def _analysis_text(bits: int) -> str:
+    return ",".join(ANALYSIS_NAMES[b] for b in _ANALYSIS_BITS if bits & b)
+
+
+def _dict_column(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), dictionary).cast(pa.string())
+
+
+def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: str) -> pa.Table:
+    """Rows sorted by (slot, chunk, idx), from PendingPackets.take; `conns` maps slot -> Conn."""
+    slot = rows["slot"]
+    n = len(slot)
+    uslots, inv = np.unique(slot, return_inverse=True)
+    slot_conns = [conns[s] for s in uslots.tolist()]
+    conn_ids = pa.array([c.conn_id for c in slot_conns], pa.string())
+    nic_names = pa.array([c.nic.name for c in slot_conns], pa.string())
+    src_side = np.array([c.src_side for c in slot_conns], np.int64)[inv]
+    proto = np.array([c.proto for c in slot_conns], np.int64)[inv]
+    bits_u, bits_inv = np.unique(rows["bits"], return_inverse=True)
+    flags = np.where(proto == 6, rows["flags"], 256).astype(np.int32)
+
+    l7 = {k: np.full(n, None, object) for k in ("l7_proto", "http_method", "http_path", "l7_id")}
+    if markers:
+        payload = np.flatnonzero(rows["payload_len"] > 0)
+        for i, s, side, seq in zip(payload.tolist(), slot[payload].tolist(), rows["side"][payload].tolist(),
+                                   rows["seq"][payload].tolist()):  # fmt: skip
+            m = markers.pop((s, side, seq), None)
+            if m is not None:
+                l7["l7_proto"][i], l7["http_method"][i] = m.l7_proto, m.http_method
+                l7["http_path"][i], l7["l7_id"][i] = m.http_path, m.l7_id
+
+    return pa.table({
+        "time": rows["ts"],
+        "host": _dict_column(np.zeros(n, np.int32), pa.array([host])),
+        "nic_name": _dict_column(inv, nic_names),
+        "conn_id": _dict_column(inv, conn_ids),
+        "chunk_id": rows["chunk"].astype(np.int32),
+        "idx": rows["idx"].astype(np.int32),
+        "frame": rows["frame"],
+        "txrx": _dict_column((rows["side"] != src_side).astype(np.int32), pa.array(["tx", "rx"])),
+        "flags": _dict_column(flags, FLAG_TEXT),
+        "seq": rows["seq"].astype(np.int64),
+        "ack_seq": rows["ack"].astype(np.int64),
+        "payload_size": rows["payload_len"].astype(np.int32),
+        "win": rows["win"].astype(np.int32),
+        "gso_segs": rows["gso_segs"].astype(np.int32),
+        "analysis": _dict_column(bits_inv.astype(np.int32), pa.array([_analysis_text(b) for b in bits_u.tolist()])),
+        "rtt": rows["rtt"] // 1000,
+        **{k: pa.array(v, pa.string()) for k, v in l7.items()},
+    })

@@ -1,0 +1,281 @@
+"""The pipeline: packet batches in, L4 chunks + packets + L7 records out to a store.
+
+One `Pipeline` serves one capture (a set of files or a live source). For each
+batch: L4 analysis (numba, `l4.flows`), then the payload-carrying packets go
+to the L7 engine (`l7.engine`), then `tick()` writes what is complete:
+chunks that are full or whose connection ended, L7 records that paired or
+timed out. Packets of open chunks wait in `l4.chunks.PendingPackets` so the
+L7 markers (which packet starts which request) can still be put on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bpfnetlog.correlate.ids import nic_traceid
+from bpfnetlog.correlate.tags import Conn, new_conn
+from bpfnetlog.l4 import tcp_analysis as ta
+from bpfnetlog.l4 import zeek
+from bpfnetlog.l4.chunks import PendingPackets, chunk_sums
+from bpfnetlog.l4.flows import FlowTable
+from bpfnetlog.l4.packet_rows import packet_table
+from bpfnetlog.l4.roles import LocalNets
+from bpfnetlog.l7.engine import L7Engine, L7Record, Marker
+from bpfnetlog.packets import FIN, RST, SYN, Nic, PacketBatch, SourceStats
+from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, STATS_TABLE
+from bpfnetlog.store.base import StoreWriter
+
+S = 1_000_000_000
+
+
+@dataclass
+class Timeouts:
+    """Seconds; an idle connection is written and forgotten after idle_tcp / idle_udp."""
+
+    idle_tcp: float = 300.0
+    idle_udp: float = 60.0
+    linger: float = 2.0  # TIME_WAIT-like: keep a closed connection for its last ACKs
+    l7_request: float = 30.0  # a request without response becomes a timeout record
+    chunk_max: float = 60.0  # a chunk spans at most this much time
+
+
+@dataclass
+class Counters:
+    packets: int = 0
+    connections: int = 0
+    l4_records: int = 0
+    l7_records: int = 0
+    packet_rows: int = 0
+
+
+class Pipeline:
+    def __init__(self, writer: StoreWriter, host: str, local: LocalNets | None = None,
+                 timeouts: Timeouts | None = None) -> None:  # fmt: skip
+        self.writer = writer
+        self.host = host
+        self.local = local or LocalNets()
+        self.t = timeouts or Timeouts()
+        self.flows = FlowTable(chunk_max_ns=int(self.t.chunk_max * S))
+        self.l7 = L7Engine(request_timeout_ns=int(self.t.l7_request * S))
+        self.pending = PendingPackets()
+        self.nics: list[Nic] = []
+        self._nic_index: dict[Nic, int] = {}
+        self.conns: dict[int, Conn] = {}  # slot -> connection
+        self.slot_of: dict[str, int] = {}  # conn_id -> slot
+        self.markers: dict[tuple[int, int, int], Marker] = {}  # (slot, side, seq) -> marker
+        self.now = 0
+        self.count = Counters()
+
+    # ---- input -------------------------------------------------------------
+    def feed(self, batch: PacketBatch) -> None:
+        """Analyze one batch; nothing is written until `tick()`."""
+        if len(batch) == 0:
+            return
+        batch.cols["nic"] = self._global_nics(batch)
+        an, created = self.flows.analyze(batch)
+        fl = self.flows.fl
+        for slot in created.tolist():
+            c = new_conn(self.host, self.nics, self.flows.keys[slot], int(fl[slot, ta.F_FIRST_TS]))
+            self.conns[slot] = c
+            self.slot_of[c.conn_id] = slot
+        self.count.connections += len(created)
+        self.count.packets += len(batch)
+        self._feed_l7(batch, an)
+        self.pending.add(batch, an)
+        self.now = max(self.now, int(batch.ts.max()))
+
+    def _global_nics(self, batch: PacketBatch) -> np.ndarray:
+        """Batch-local NIC indexes -> this pipeline's, so several sources never collide."""
+        lut = np.empty(max(len(batch.nics), 1), np.uint16)
+        for i, nic in enumerate(batch.nics):
+            if nic not in self._nic_index:
+                self._nic_index[nic] = len(self.nics)
+                self.nics.append(nic)
+            lut[i] = self._nic_index[nic]
+        return lut[batch.nic]
+
+    def _feed_l7(self, batch: PacketBatch, an) -> None:
+        c = batch.cols
+        tcp = c["proto"] == 6
+        want = (an.slot >= 0) & ((c["payload_cap"] > 0) | (tcp & ((c["flags"] & (SYN | FIN | RST)) != 0)))
+        sel = np.flatnonzero(want)
+        if not len(sel):
+            return
+        data = memoryview(batch.data)
+        conns = self.conns
+        l7 = self.l7
+        rows = zip(
+            an.slot[sel].tolist(), an.side[sel].tolist(), c["ts"][sel].tolist(), tcp[sel].tolist(),
+            c["seq"][sel].tolist(), c["flags"][sel].tolist(), c["payload_off"][sel].tolist(),
+            c["payload_cap"][sel].tolist(), (an.bits[sel] & ta.RETRANS_ANY).tolist(),
+        )  # fmt: skip
+        for slot, side, ts, is_tcp, seq, flags, off, cap, retrans in rows:
+            payload = bytes(data[off : off + cap])
+            cid = conns[slot].conn_id
+            if is_tcp:
+                l7.tcp_segment(cid, side, seq, ts, payload, retrans=retrans != 0, syn=bool(flags & SYN),
+                               fin=bool(flags & FIN), rst=bool(flags & RST))  # fmt: skip
+            else:
+                l7.udp_datagram(cid, side, ts, payload)
+
+    # ---- output ------------------------------------------------------------
+    def tick(self, now: int | None = None, flush_all: bool = False) -> None:
+        """Write what is complete at time `now` (ns; default: newest packet seen).
+
+        `flush_all` also writes the open chunks of running connections (the
+        periodic flush of long connections, and the end of input).
+        """
+        now = self.now if now is None else now
+        t = self.t
+        finished = self.flows.finished(now, int(t.idle_tcp * S), int(t.idle_udp * S), int(t.linger * S))
+        for slot in finished.tolist():
+            self.l7.close(self.conns[slot].conn_id, now)
+        self.l7.expire(now)
+        self._take_markers()
+        self._write_l7(self.l7.take_records())
+        rows = self.pending.take(self.pending.ready(self.flows.fl, finished, flush_all))
+        self._write_l4(rows, set(finished.tolist()), flush_all)
+        for slot in finished.tolist():
+            conn = self.conns.pop(slot)
+            del self.slot_of[conn.conn_id]
+        if len(finished):
+            self.markers = {k: m for k, m in self.markers.items() if k[0] in self.conns}
+            self.flows.release(finished)
+
+    def finish(self, stats: list[SourceStats] = ()) -> None:
+        """End of input: every connection ends, everything is written."""
+        for slot, conn in self.conns.items():
+            self.l7.close(conn.conn_id, self.now)
+        self.l7.finish(self.now)
+        self.tick(self.now, flush_all=True)
+        everything = self.flows.used_slots()
+        for slot in everything.tolist():
+            conn = self.conns.pop(slot)
+            del self.slot_of[conn.conn_id]
+        self.flows.release(everything)
+        if stats:
+            self.writer.write(STATS_TABLE, [self._stats_row(s) for s in stats])
+        self.writer.flush()
+
+    def _stats_row(self, s: SourceStats) -> dict:
+        return {"time": self.now, "host": self.host, "source": s.source, "packets": s.packets,
+                "decoded": s.decoded, "skipped": s.skipped, "malformed": s.malformed,
+                "dropped": s.dropped, "errors": "; ".join(s.errors)}  # fmt: skip
+
+    def _take_markers(self) -> None:
+        for m in self.l7.take_markers():
+            slot = self.slot_of.get(m.conn_id)
+            if slot is None:
+                continue
+            self.markers[(slot, m.side, m.seq)] = m
+            conn = self.conns[slot]
+            conn.l7_proto = m.l7_proto
+            if conn.l7_client < 0:
+                conn.l7_client = m.side if m.is_request else 1 - m.side
+
+    def _tags(self, slot: int) -> dict:
+        fl = self.flows.fl
+        return self.conns[slot].tags(
+            self.host, self.local, nic_traceid(int(fl[slot, ta.F_SYN_SEQ]), int(fl[slot, ta.F_SYNACK_SEQ]))
+        )
+
+    def _write_l7(self, records: list[L7Record]) -> None:
+        out = []
+        for r in records:
+            slot = self.slot_of.get(r.conn_id)
+            if slot is None:
+                continue
+            conn = self.conns[slot]
+            if conn.l7_client < 0 and r.client_side >= 0:
+                conn.l7_client = r.client_side
+            row = self._tags(slot)
+            row.update(r.fields)
+            row["l7_proto"] = r.l7_proto
+            row["l7_id"] = r.l7_id
+            row["time"] = r.time
+            client_is_src = conn.client_side == conn.src_side
+            req = (r.req_packets, r.req_bytes, r.req_retrans)
+            resp = (r.resp_packets, r.resp_bytes, r.resp_retrans)
+            tx, rx = (req, resp) if client_is_src else (resp, req)
+            row["tx_packets"], row["tx_bytes"], row["tx_retrans"] = tx
+            row["rx_packets"], row["rx_bytes"], row["rx_retrans"] = rx
+            status = row.get("response_status", "")
+            row["status"] = "error" if status in ("server_error", "timeout") else (
+                "warning" if status == "client_error" else "info")  # fmt: skip
+            out.append(row)
+        if out:
+            self.writer.write(L7_SOURCE, out)
+            self.count.l7_records += len(out)
+
+    def _write_l4(self, rows: dict[str, np.ndarray], finished: set[int], flush_all: bool) -> None:
+        if not rows or not len(rows["slot"]):
+            return
+        fl = self.flows.fl
+        for slot in np.unique(rows["slot"]).tolist():
+            self._tags(slot)  # fixes src_side before tx/rx are counted
+        src_side = np.zeros(self.flows.capacity, np.int64)
+        for slot, conn in self.conns.items():
+            src_side[slot] = conn.src_side
+        sums = chunk_sums(rows, src_side)
+        records = []
+        last_chunk_of = {}
+        for j, slot in enumerate(sums["slot"].tolist()):
+            last_chunk_of[slot] = j  # rows are sorted by chunk within a slot
+        for j, slot in enumerate(sums["slot"].tolist()):
+            conn = self.conns[slot]
+            rec = self._tags(slot)
+            final = slot in finished and last_chunk_of[slot] == j
+            f = fl[slot]
+            client = conn.client_side
+            codes = self.flows.hist[slot, : f[ta.F_HIST_N]].tolist()
+            proto = rec["l4_proto"]
+            for name in ("tx_packets", "rx_packets", "tx_bytes", "rx_bytes", "tx_retrans", "rx_retrans",
+                         "tcp_syn_retrans", "tx_rst", "rx_rst", "tx_zero_win", "rx_zero_win", "dup_ack",
+                         "out_of_order", "lost_segment", "tcp_rtt", "tx_seq_min", "tx_seq_max", "rx_seq_min",
+                         "rx_seq_max", "start_time", "end_time", "chunk_id"):  # fmt: skip
+                rec[name] = int(sums[name][j])
+            rec["time"] = rec["start_time"]
+            rec["duration"] = (rec["end_time"] - rec["start_time"]) // 1000
+            rec["packets"] = int(sums["count"][j])
+            rec["chunk_syn"] = bool(sums["syn_in_chunk"][j])
+            rec["chunk_fin"] = final
+            rec["l7_proto"] = conn.l7_proto
+            hs = f[ta.F_HS_DONE_TS] - f[ta.F_SYN_TS] if f[ta.F_HS_DONE_TS] else 0
+            rec["tcp_3whs_cost"] = int(hs) // 1000
+            fin = f[ta.F_FIN_DONE_TS] - f[ta.F_FIN1_TS] if f[ta.F_FIN_DONE_TS] else 0
+            rec["tcp_4whs_cost"] = int(fin) // 1000
+            rec["history"] = zeek.history(codes, client)
+            rec["conn_state"] = zeek.conn_state(codes, client, proto)
+            rec["close_type"] = _close_type(int(f[ta.F_CLOSED]), final, flush_all)
+            rec["capture_drops"] = 0
+            rec["status"] = _l4_status(rec)
+            records.append(rec)
+        self.writer.write(L4_SOURCE, records)
+        self.writer.write(PACKET_TABLE, packet_table(rows, self.conns, self.markers, self.host))
+        self.count.l4_records += len(records)
+        self.count.packet_rows += len(rows["slot"])
+        if flush_all:  # running connections continue in a new chunk
+            for slot in set(sums["slot"].tolist()) - finished:
+                fl[slot, ta.F_CHUNK] += 1
+                fl[slot, ta.F_CHUNK_PKTS] = 0
+
+
+def _close_type(closed: int, final: bool, flush_all: bool) -> str:
+    if closed == 2:
+        return "rst"
+    if closed == 1:
+        return "fin"
+    if final and not flush_all:
+        return "timeout"
+    return "open"
+
+
+def _l4_status(rec: dict) -> str:
+    if rec["tx_rst"] or rec["rx_rst"] or rec["conn_state"] in ("S0", "REJ", "RSTOS0"):
+        return "error"
+    if rec["tx_retrans"] or rec["rx_retrans"] or rec["lost_segment"] or rec["tx_zero_win"] or rec["rx_zero_win"]:
+        return "warning"
+    return "info"
+
