@@ -22,7 +22,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from bpfnetlog.decode.frames import decode
-from bpfnetlog.packets import ACK, DIR_UNKNOWN, PROTO_TCP, PROTO_UDP, PSH, SYN, PacketBatch
+from bpfnetlog.packets import ACK, DIR_EGRESS, DIR_INGRESS, DIR_UNKNOWN, PROTO_TCP, PROTO_UDP, PSH, SYN, PacketBatch
 
 ETH = 1
 
@@ -224,6 +224,15 @@ def test_compaction_keeps_order_and_frame_numbers() -> None:
     for name, arr in b.cols.items():
         assert len(arr) == 3, name
     assert b.src_ip.shape == (3, 16)
+
+
+def test_live_sources_pass_direction_and_gso() -> None:
+    frames = [bytes(Ether() / ARP()), bytes(Ether() / TCP4), bytes(Ether() / IP() / UDP())]
+    b, _, _ = decode(*frame_arrays(frames), np.ones(3, np.int64), np.zeros(3, np.int64),
+                     np.arange(1, 4), np.zeros(3, np.uint16), [],
+                     direction=np.array([DIR_INGRESS, DIR_EGRESS, DIR_INGRESS], np.uint8),
+                     gso_segs=np.array([1, 44, 1], np.uint16))
+    assert list(b.direction) == [DIR_EGRESS, DIR_INGRESS] and list(b.gso_segs) == [44, 1]
 
 
 def test_decode_speed() -> None:

@@ -13,7 +13,8 @@ Usage::
 The file is mapped, not read: every batch's `data` is the whole file as a
 uint8 array and `payload_off` are file offsets. Record/block headers are
 walked by numba (a Python step per packet would cap the pipeline far below a
-million packets/s); Python only parses pcapng section and interface blocks.
+million packets/s); Python only parses pcapng section, interface and
+statistics blocks.
 
 Frame numbers count every record (skipped ones too), from 1, so they match
 tshark's frame.number. NIC names: the `nic_name` argument if given (it

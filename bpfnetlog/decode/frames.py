@@ -215,11 +215,12 @@ def _syn_wscale(buf: np.ndarray, p: int, hdr_end: int) -> int:
 def decode_frames(
     buf: np.ndarray, off: np.ndarray, caplen: np.ndarray, wire_len: np.ndarray,
     linktype: np.ndarray, ts_ns: np.ndarray, frame_no: np.ndarray, nic: np.ndarray,
+    direction: np.ndarray, gso_segs: np.ndarray,
     o_ts: np.ndarray, o_frame: np.ndarray, o_nic: np.ndarray, o_wire: np.ndarray,
     o_ipver: np.ndarray, o_proto: np.ndarray, o_sport: np.ndarray, o_dport: np.ndarray,
     o_flags: np.ndarray, o_seq: np.ndarray, o_ack: np.ndarray, o_win: np.ndarray,
     o_wscale: np.ndarray, o_plen: np.ndarray, o_poff: np.ndarray, o_pcap: np.ndarray,
-    o_src: np.ndarray, o_dst: np.ndarray,
+    o_src: np.ndarray, o_dst: np.ndarray, o_dir: np.ndarray, o_gso: np.ndarray,
 ) -> tuple[int, int, int]:
     """Decode frames into the o_* arrays (compacted); returns (kept, skipped, malformed)."""
     k = 0
@@ -286,6 +287,8 @@ def decode_frames(
         o_frame[k] = frame_no[i]
         o_nic[k] = nic[i]
         o_wire[k] = wire_len[i]
+        o_dir[k] = direction[i]
+        o_gso[k] = gso_segs[i]
         k += 1
     return k, skipped, malformed
 
@@ -293,25 +296,29 @@ def decode_frames(
 def decode(
     buf: np.ndarray, off: np.ndarray, caplen: np.ndarray, wire_len: np.ndarray,
     linktype: np.ndarray, ts_ns: np.ndarray, frame_no: np.ndarray, nic: np.ndarray,
-    nics: list[Nic],
+    nics: list[Nic], direction: np.ndarray | None = None, gso_segs: np.ndarray | None = None,
 ) -> tuple[PacketBatch, int, int]:
     """Decode `len(off)` frames of `buf` into a PacketBatch; returns (batch, skipped, malformed).
 
     The batch's `data` is `buf` itself (no copy): payload offsets are offsets into it.
+    Live sources pass per-frame `direction` (DIR_*) and `gso_segs`; files have
+    neither (DIR_UNKNOWN, 1 segment).
     """
     n = len(off)
+    if direction is None:
+        direction = np.full(n, DIR_UNKNOWN, np.uint8)
+    if gso_segs is None:
+        gso_segs = np.ones(n, np.uint16)
     cols = {name: np.empty(n, dt) for name, dt in COLUMNS.items()}
     src = np.empty((n, 16), np.uint8)
     dst = np.empty((n, 16), np.uint8)
     kept, skipped, malformed = decode_frames(
-        buf, off, caplen, wire_len, linktype, ts_ns, frame_no, nic,
+        buf, off, caplen, wire_len, linktype, ts_ns, frame_no, nic, direction, gso_segs,
         cols["ts"], cols["frame"], cols["nic"], cols["wire_len"], cols["ip_version"],
         cols["proto"], cols["sport"], cols["dport"], cols["flags"], cols["seq"], cols["ack"],
         cols["win"], cols["wscale"], cols["payload_len"], cols["payload_off"],
-        cols["payload_cap"], src, dst,
+        cols["payload_cap"], src, dst, cols["direction"], cols["gso_segs"],
     )
     cols = {name: a[:kept] for name, a in cols.items()}
-    cols["direction"][:] = DIR_UNKNOWN
-    cols["gso_segs"][:] = 1
     batch = PacketBatch(cols=cols, src_ip=src[:kept], dst_ip=dst[:kept], data=buf, nics=nics)
     return batch, skipped, malformed
