@@ -22,7 +22,9 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from bpfnetlog.decode.frames import decode
-from bpfnetlog.packets import ACK, DIR_EGRESS, DIR_INGRESS, DIR_UNKNOWN, PROTO_TCP, PROTO_UDP, PSH, SYN, PacketBatch
+from bpfnetlog.packets import (
+    ACK, DIR_EGRESS, DIR_INGRESS, DIR_UNKNOWN, PROTO_TCP, PROTO_UDP, PSH, SYN, PacketBatch,
+)
 
 ETH = 1
 
@@ -61,7 +63,8 @@ def ip_of(row: np.ndarray) -> str:
 
 
 TCP4 = IP(src="10.1.2.3", dst="192.168.9.8") / TCP(
-    sport=43210, dport=8080, seq=0xFFFFFFF0, ack=123456789, flags="PA", window=501) / b"GET / HTTP/1.1\r\n\r\n"
+    sport=43210, dport=8080, seq=0xFFFFFFF0, ack=123456789, flags="PA", window=501
+) / b"GET / HTTP/1.1\r\n\r\n"
 
 
 def test_ethernet_ipv4_tcp_fields() -> None:
@@ -253,7 +256,8 @@ def test_decode_speed() -> None:
 @settings(max_examples=500, deadline=None)
 @given(frames=st.lists(st.binary(max_size=120), min_size=1, max_size=8),
        linktype=st.sampled_from([0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 9999]),
-       seed=st.sampled_from([b"", bytes(Ether() / TCP4), bytes(Ether() / IPv6() / IPv6ExtHdrHopByHop() / UDP())]))
+       seed=st.sampled_from([b"", bytes(Ether() / TCP4),
+                             bytes(Ether() / IPv6() / IPv6ExtHdrHopByHop() / UDP())]))
 def test_random_frames_never_escape_their_bytes(frames: list[bytes], linktype: int, seed: bytes) -> None:
     frames = [seed[: len(f)] + f for f in frames]  # realistic prefixes reach the deeper parsers
     b, skipped, malformed = run(frames, linktype)

@@ -25,7 +25,8 @@ from bpfnetlog.packets import PacketBatch, SourceStats
 from tests import pcapgen
 
 SEC = 1_700_000_000
-F_TCP = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1000, dport=80, seq=11, ack=22, flags="PA") / b"hello")
+F_TCP = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2")
+              / TCP(sport=1000, dport=80, seq=11, ack=22, flags="PA") / b"hello")
 F_UDP = bytes(Ether() / IP(src="10.0.0.2", dst="10.0.0.1") / UDP(sport=53, dport=1000) / b"dns")
 F_ARP = bytes(Ether() / ARP())
 R_TCP6 = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=2000, dport=443, seq=33) / b"raw6")
@@ -157,7 +158,8 @@ def test_pcapng_interface_statistics_give_drops(tmp_path: Path) -> None:
 
 
 def test_pcapng_nic_name_argument_overrides_if_name(tmp_path: Path) -> None:
-    data = pcapgen.shb() + pcapgen.idb(1, name="eth0") + pcapgen.idb(1, name="eth1") + pcapgen.epb(1, 0, F_TCP)
+    data = (pcapgen.shb() + pcapgen.idb(1, name="eth0") + pcapgen.idb(1, name="eth1")
+            + pcapgen.epb(1, 0, F_TCP))
     b, _, r = read(write(tmp_path, "o.pcapng", data), nic_name="pod0")
     assert [n.name for n in r.nics] == ["pod0"] and list(b.nic) == [0]
 
@@ -299,7 +301,10 @@ CAPTURES = {  # tool command line (file and filter appended) -> what it exercise
 }
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("tcpdump", "dumpcap", "tshark", "curl")),
+TOOLS = ("tcpdump", "dumpcap", "tshark", "curl")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in TOOLS),
                     reason="needs root, tcpdump, dumpcap, tshark and curl")
 @pytest.mark.parametrize("capture", list(CAPTURES))
 def test_loopback_capture_matches_tshark(tmp_path: Path, capture: str) -> None:
