@@ -141,6 +141,12 @@ def test_pcapng_spb_pb_sections_and_names(tmp_path: Path) -> None:
     assert b.payload(1) == b"dns" and b.payload(3) == b"raw6"
 
 
+def test_pcapng_picosecond_resolution(tmp_path: Path) -> None:
+    data = pcapgen.shb() + pcapgen.idb(1, tsresol=12) + pcapgen.epb(0, 1_700 * 10**12 + 5_000, F_TCP)
+    b, _, _ = read(write(tmp_path, "ps.pcapng", data))
+    assert list(b.ts) == [1_700 * 10**9 + 5]
+
+
 def test_pcapng_spb_cut_by_snaplen(tmp_path: Path) -> None:
     frame = bytes(Ether() / IP() / TCP() / (b"x" * 105))
     data = pcapgen.shb() + pcapgen.idb(1, snaplen=60) + pcapgen.spb(frame)

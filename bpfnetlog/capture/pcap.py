@@ -103,7 +103,9 @@ def _to_ns(v: int, mul: int, div: int, shift: int, off_ns: int) -> int:
     """A pcapng timestamp in if_tsresol units to ns (decimal: *mul or //div; binary: >>shift)."""
     if shift:
         return (v >> shift) * 1_000_000_000 + (((v & ((1 << shift) - 1)) * 1_000_000_000) >> shift) + off_ns
-    return v * mul // div + off_ns
+    if div == 1:  # the usual us/ns resolutions: no division per packet
+        return v * mul + off_ns
+    return v // div + off_ns
 
 
 @nb.njit(cache=True)
