@@ -1,0 +1,105 @@
+/* Shared by the BPF programs and user space (bpfnetlog/capture/ebpf/record.py
+ * mirrors these layouts with numpy dtypes / ctypes; keep them in step). */
+#ifndef NETLOG_H
+#define NETLOG_H
+
+#define NETLOG_MAX_SNAPLEN 4096 /* largest payload size class */
+#define NETLOG_MAX_CLAUSES 32   /* conjunctive clauses of a compiled filter */
+
+/* Load-time settings, the object's .rodata. */
+struct netlog_config {
+	__u32 snaplen;  /* payload bytes to copy, <= NETLOG_MAX_SNAPLEN */
+	__u32 netns_id; /* user space's id of the namespace this copy serves */
+};
+
+/* One packet. Followed in the ring by `payload_cap` payload bytes (the
+ * reservation is rounded up to a size class; user space reads only cap). */
+struct netlog_rec {
+	__u64 ts_ns;       /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 ifindex;
+	__u32 netns_id;    /* set per namespace by user space (rodata) */
+	__u32 wire_len;    /* skb->len: whole GSO super-packet on egress */
+	__u32 payload_len; /* L4 payload length from the IP/UDP lengths */
+	__u32 seq;
+	__u32 ack;
+	__u8 saddr[16];    /* IPv4 as ::ffff:a.b.c.d */
+	__u8 daddr[16];
+	__u16 sport;       /* host byte order */
+	__u16 dport;
+	__u16 win;
+	__u16 gso_segs;
+	__u16 payload_cap; /* payload bytes that follow this header */
+	__u8 direction;    /* NETLOG_DIR_* */
+	__u8 proto;        /* 6 or 17 */
+	__u8 ip_version;   /* 4 or 6 */
+	__u8 flags;        /* TCP flags */
+	__s8 wscale;       /* window scale option of a SYN, -1 if absent */
+	__u8 _pad;
+};
+
+#define NETLOG_DIR_INGRESS 1
+#define NETLOG_DIR_EGRESS 2
+
+/* Per-flow counters (LRU hash): exact totals even when the ring overflows. */
+struct netlog_flow_key {
+	__u32 ifindex;
+	__u32 netns_id;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 direction;
+	__u8 _pad[2];
+};
+
+struct netlog_flow_val {
+	__u64 packets;
+	__u64 bytes;         /* sum of wire_len */
+	__u64 payload_bytes; /* sum of payload_len */
+	__u64 segs;          /* sum of gso_segs: wire packets after segmentation */
+	__u64 ring_drops;    /* records of this flow lost because the ring was full */
+};
+
+/* Filter: a disjunction of clauses; clause i holds when all `pos` atoms are
+ * true and no `neg` atom is. The atom bit vector of a packet comes from the
+ * address LPM trie, the port array and the protocol masks below. */
+struct netlog_clause {
+	__u64 pos;
+	__u64 neg;
+};
+
+struct netlog_filter {
+	__u32 enabled;      /* 0: capture everything */
+	__u32 nclauses;
+	__u32 use_addr;     /* look addresses up in the LPM trie */
+	__u32 use_port;     /* look ports up in the port array */
+	__u64 m_src_addr;   /* atoms about the source address only */
+	__u64 m_dst_addr;
+	__u64 m_any_addr;   /* atoms true if either address matches */
+	__u64 m_src_port;
+	__u64 m_dst_port;
+	__u64 m_any_port;
+	__u64 m_tcp;        /* atoms true for TCP packets */
+	__u64 m_udp;
+	__u64 m_ip4;
+	__u64 m_ip6;
+	struct netlog_clause clauses[NETLOG_MAX_CLAUSES];
+};
+
+struct netlog_lpm_key {
+	__u32 prefixlen;    /* over the IPv4-mapped 128-bit address */
+	__u8 addr[16];
+};
+
+/* Per-CPU counters, index into the `stats` array. */
+enum netlog_stat {
+	NETLOG_STAT_SEEN = 0,     /* packets the program ran on */
+	NETLOG_STAT_SKIPPED,      /* not TCP/UDP over IP, or a later fragment */
+	NETLOG_STAT_FILTERED,     /* rejected by the capture filter */
+	NETLOG_STAT_SENT,         /* records written to the ring */
+	NETLOG_STAT_RING_DROP,    /* records lost: ring full */
+	NETLOG_STAT_MAX,
+};
+
+#endif

@@ -1,0 +1,114 @@
+"""Attach programs at tc ingress/egress: tcx links, or clsact filters on older kernels.
+
+A tcx link is an fd: closing it (or the process dying, even by kill -9)
+detaches the program. A clsact filter outlives its process, so ours carry a
+fixed handle and priority plus program names starting with `netlog_`, and
+`remove_stale` deletes such leftovers at the next start. All calls act in the
+calling thread's network namespace (see netns.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from dataclasses import dataclass
+
+from bpfnetlog.capture.ebpf.libbpf import (
+    BPF_TC_EGRESS,
+    BPF_TC_INGRESS,
+    BPF_TCX_EGRESS,
+    BPF_TCX_INGRESS,
+    BpfError,
+    TcHook,
+    TcOpts,
+    check,
+    lib,
+)
+
+CLSACT_HANDLE = 0x6E6C6F67  # "nlog": recognisably ours in `tc filter show`
+CLSACT_PRIO = 0xB9F1
+PROG_PREFIX = b"netlog_"
+BPF_TC_F_REPLACE = 1
+_TCX = {1: BPF_TCX_INGRESS, 2: BPF_TCX_EGRESS}
+_TC = {1: BPF_TC_INGRESS, 2: BPF_TC_EGRESS}
+# errnos that mean "this kernel has no tcx": fall back to clsact
+_NO_TCX = {errno.EINVAL, errno.EOPNOTSUPP, 524}
+
+
+@dataclass
+class Attachment:
+    """One program on one hook; `detach()` is idempotent and never raises for a vanished device."""
+
+    ifindex: int
+    direction: int
+    link_fd: int = -1  # tcx
+    created_qdisc: bool = False  # clsact: we made the qdisc, so we remove it
+
+    def detach(self) -> None:
+        if self.link_fd >= 0:
+            os.close(self.link_fd)
+            self.link_fd = -1
+            return
+        hook = _hook(self.ifindex, _TC[self.direction])
+        lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(_opts()))
+        if self.created_qdisc:
+            hook.attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS
+            lib.bpf_tc_hook_destroy(ctypes.byref(hook))
+
+
+def _hook(ifindex: int, point: int) -> TcHook:
+    return TcHook(ctypes.sizeof(TcHook), ifindex, point, 0)
+
+
+def _opts(prog_fd: int = 0, flags: int = 0) -> TcOpts:
+    return TcOpts(ctypes.sizeof(TcOpts), prog_fd, flags, 0, CLSACT_HANDLE, CLSACT_PRIO)
+
+
+def attach_tcx(prog_fd: int, ifindex: int, direction: int) -> Attachment | None:
+    """A tcx link, or None when the kernel has no tcx (caller falls back to clsact)."""
+    fd = lib.bpf_link_create(prog_fd, ifindex, _TCX[direction], None)
+    if fd < 0 and -fd in _NO_TCX:
+        return None
+    check(fd, f"tcx attach ifindex {ifindex}")
+    return Attachment(ifindex, direction, link_fd=fd)
+
+
+def attach_clsact(prog_fd: int, ifindex: int, direction: int) -> Attachment:
+    hook = _hook(ifindex, _TC[direction])
+    ret = lib.bpf_tc_hook_create(ctypes.byref(hook))
+    if ret < 0 and -ret != errno.EEXIST:
+        check(ret, f"create clsact qdisc on ifindex {ifindex} (kernel needs CONFIG_NET_SCH_INGRESS)")
+    check(lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(_opts(prog_fd, BPF_TC_F_REPLACE))),
+          f"tc attach ifindex {ifindex}")
+    return Attachment(ifindex, direction, created_qdisc=ret == 0)
+
+
+def _prog_name(prog_id: int) -> bytes:
+    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return b""
+    try:
+        info = (ctypes.c_uint8 * 80)()  # struct bpf_prog_info up to name[16] at offset 64
+        size = ctypes.c_uint32(80)
+        if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) < 0:
+            return b""
+        return bytes(info[64:80]).split(b"\0")[0]
+    finally:
+        os.close(fd)
+
+
+def remove_stale(ifindex: int) -> int:
+    """Delete clsact filters a killed bpfnetlog left on ifindex; returns how many."""
+    removed = 0
+    for point in (BPF_TC_INGRESS, BPF_TC_EGRESS):
+        hook, opts = _hook(ifindex, point), _opts()
+        if lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts)) < 0:
+            continue
+        if _prog_name(opts.prog_id).startswith(PROG_PREFIX):
+            try:
+                check(lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(_opts())), "remove stale filter")
+                removed += 1
+            except BpfError:
+                pass
+    return removed

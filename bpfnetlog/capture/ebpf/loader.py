@@ -1,0 +1,133 @@
+"""Load copies of bpf/netlog.bpf.o: one per network namespace, all sharing one set of maps.
+
+A tc program cannot tell which namespace it runs in on every kernel (the
+netns-cookie helper for tc is recent), and ifindexes repeat across namespaces
+(every `lo` is 1). So each namespace gets its own copy of the programs with its
+`netns_id` in .rodata; the first copy creates the maps, later copies reuse
+their fds, so there is one ring, one flow table and one filter.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bpfnetlog.capture.ebpf.libbpf import BPF_ANY, BatchOpts, BpfError, check, check_ptr, lib, num_possible_cpus
+from bpfnetlog.capture.ebpf.record import CONFIG, FLOW_KEY, FLOW_VAL, LPM_KEY, MAX_SNAPLEN, STAT_MAX
+from bpfnetlog.capture.errors import CaptureError
+
+MAPS = ("ring", "flows", "stats", "filter", "filter_addr", "filter_port")
+# (direction, link has no L2 header) -> program name in netlog.bpf.c
+PROGRAMS = {(1, False): "netlog_ingress", (2, False): "netlog_egress", (1, True): "netlog_in_l3", (2, True): "netlog_eg_l3"}
+OBJECT_ENV = "BPFNETLOG_BPF_OBJECT"
+
+
+def object_path() -> Path:
+    """The compiled object: $BPFNETLOG_BPF_OBJECT, the package's copy, or the source tree's bpf/."""
+    here = Path(__file__).resolve()
+    candidates = [Path(p) for p in [os.environ.get(OBJECT_ENV)] if p]
+    candidates += [here.parent / "netlog.bpf.o", here.parents[3] / "bpf" / "netlog.bpf.o"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise CaptureError(
+        "BPF object netlog.bpf.o not found (looked in "
+        + ", ".join(map(str, candidates))
+        + "): run bpf/build.sh (needs apt packages clang llvm libbpf-dev) or set "
+        + OBJECT_ENV
+    )
+
+
+class NetlogObject:
+    """One loaded copy of the object; `prog_fd(direction, l3)` gives what to attach."""
+
+    def __init__(self, path: Path, netns_id: int, snaplen: int, shared: dict[str, int] | None,
+                 ring_bytes: int, flow_entries: int):
+        self._obj = check_ptr(lib.bpf_object__open_file(str(path).encode(), None), f"open {path}")
+        try:
+            self._configure(netns_id, snaplen, shared, ring_bytes, flow_entries)
+            ret = lib.bpf_object__load(self._obj)
+            if ret < 0:
+                check(ret, f"load {path.name} (the kernel needs BPF ring buffers and tc BPF: Linux >= 5.8)", True)
+            self.map_fds = {m: lib.bpf_map__fd(self._map(m)) for m in MAPS}
+            self._progs = {k: lib.bpf_program__fd(self._prog(n)) for k, n in PROGRAMS.items()}
+        except BaseException:
+            lib.bpf_object__close(self._obj)
+            raise
+
+    def _map(self, name: str) -> int:
+        return check_ptr(lib.bpf_object__find_map_by_name(self._obj, name.encode()), f"map {name}")
+
+    def _prog(self, name: str) -> int:
+        return check_ptr(lib.bpf_object__find_program_by_name(self._obj, name.encode()), f"program {name}")
+
+    def _configure(self, netns_id: int, snaplen: int, shared: dict[str, int] | None,
+                   ring_bytes: int, flow_entries: int) -> None:
+        size = ctypes.c_size_t()
+        ptr = check_ptr(lib.bpf_map__initial_value(self._map(".rodata"), ctypes.byref(size)), ".rodata")
+        if size.value != CONFIG.itemsize:
+            raise BpfError(0, f".rodata is {size.value} bytes, record.CONFIG expects {CONFIG.itemsize}")
+        cfg = np.zeros(1, CONFIG)
+        cfg["snaplen"], cfg["netns_id"] = min(snaplen, MAX_SNAPLEN), netns_id
+        ctypes.memmove(ptr, cfg.ctypes.data, CONFIG.itemsize)
+        if shared:
+            for name, fd in shared.items():
+                check(lib.bpf_map__reuse_fd(self._map(name), fd), f"reuse map {name}")
+        else:
+            check(lib.bpf_map__set_max_entries(self._map("ring"), ring_bytes), "ring size")
+            check(lib.bpf_map__set_max_entries(self._map("flows"), flow_entries), "flow table size")
+
+    def prog_fd(self, direction: int, l3: bool) -> int:
+        return self._progs[(direction, l3)]
+
+    def close(self) -> None:
+        """Release this copy; attached links keep their program until they are closed."""
+        lib.bpf_object__close(self._obj)
+
+
+def map_update(fd: int, key: np.ndarray, value: np.ndarray, what: str) -> None:
+    check(lib.bpf_map_update_elem(fd, key.ctypes.data, value.ctypes.data, BPF_ANY), f"update {what}")
+
+
+def read_stats(fd: int) -> np.ndarray:
+    """Per-CPU counters summed over CPUs, indexed by record.STAT_*."""
+    ncpu = num_possible_cpus()
+    out = np.zeros(STAT_MAX, np.uint64)
+    vals = np.zeros(ncpu, np.uint64)  # per-CPU values are 8-byte aligned
+    for i in range(STAT_MAX):
+        key = np.array([i], np.uint32)
+        check(lib.bpf_map_lookup_elem(fd, key.ctypes.data, vals.ctypes.data), "read stats")
+        out[i] = vals.sum()
+    return out
+
+
+def read_flows(fd: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """All (FLOW_KEY, FLOW_VAL) entries, fetched with batched lookups."""
+    keys, vals = [], []
+    token_in, token_out = np.zeros(64, np.uint8), np.zeros(64, np.uint8)
+    opts = BatchOpts(ctypes.sizeof(BatchOpts), 0, 0)
+    first = True
+    while True:
+        k, v = np.zeros(chunk, FLOW_KEY), np.zeros(chunk, FLOW_VAL)
+        count = ctypes.c_uint32(chunk)
+        ret = lib.bpf_map_lookup_batch(fd, None if first else token_in.ctypes.data, token_out.ctypes.data,
+                                       k.ctypes.data, v.ctypes.data, ctypes.byref(count), ctypes.byref(opts))
+        keys.append(k[: count.value])
+        vals.append(v[: count.value])
+        if ret < 0:
+            if -ret == 2:  # ENOENT: that was the last batch
+                break
+            check(ret, "read flow counters")
+        token_in[:] = token_out
+        first = False
+    return np.concatenate(keys), np.concatenate(vals)
+
+
+def lpm_key(prefixlen: int, addr: bytes) -> np.ndarray:
+    key = np.zeros(1, LPM_KEY)
+    key["prefixlen"] = prefixlen
+    key["addr"][0] = np.frombuffer(addr, np.uint8)
+    return key

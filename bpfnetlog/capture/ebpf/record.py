@@ -1,0 +1,100 @@
+"""numpy mirrors of bpf/netlog.h: the ONE place user space repeats its layouts.
+
+tests/test_ebpf_layout.py checks every offset against the BTF of the built
+object, so a change to netlog.h that is not made here fails the tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_SNAPLEN = 4096
+MAX_CLAUSES = 32
+DIR_INGRESS, DIR_EGRESS = 1, 2
+STAT_SEEN, STAT_SKIPPED, STAT_FILTERED, STAT_SENT, STAT_RING_DROP, STAT_MAX = range(6)
+
+REC = np.dtype(
+    [
+        ("ts_ns", "<u8"),
+        ("ifindex", "<u4"),
+        ("netns_id", "<u4"),
+        ("wire_len", "<u4"),
+        ("payload_len", "<u4"),
+        ("seq", "<u4"),
+        ("ack", "<u4"),
+        ("saddr", "u1", 16),
+        ("daddr", "u1", 16),
+        ("sport", "<u2"),
+        ("dport", "<u2"),
+        ("win", "<u2"),
+        ("gso_segs", "<u2"),
+        ("payload_cap", "<u2"),
+        ("direction", "u1"),
+        ("proto", "u1"),
+        ("ip_version", "u1"),
+        ("flags", "u1"),
+        ("wscale", "i1"),
+        ("_pad", "u1"),
+    ]
+)
+
+CONFIG = np.dtype([("snaplen", "<u4"), ("netns_id", "<u4")])
+
+FLOW_KEY = np.dtype(
+    [
+        ("ifindex", "<u4"),
+        ("netns_id", "<u4"),
+        ("saddr", "u1", 16),
+        ("daddr", "u1", 16),
+        ("sport", "<u2"),
+        ("dport", "<u2"),
+        ("proto", "u1"),
+        ("direction", "u1"),
+        ("_pad", "u1", 2),
+    ]
+)
+
+FLOW_VAL = np.dtype(
+    [
+        ("packets", "<u8"),
+        ("bytes", "<u8"),
+        ("payload_bytes", "<u8"),
+        ("segs", "<u8"),
+        ("ring_drops", "<u8"),
+    ]
+)
+
+CLAUSE = np.dtype([("pos", "<u8"), ("neg", "<u8")])
+
+FILTER = np.dtype(
+    [
+        ("enabled", "<u4"),
+        ("nclauses", "<u4"),
+        ("use_addr", "<u4"),
+        ("use_port", "<u4"),
+        ("m_src_addr", "<u8"),
+        ("m_dst_addr", "<u8"),
+        ("m_any_addr", "<u8"),
+        ("m_src_port", "<u8"),
+        ("m_dst_port", "<u8"),
+        ("m_any_port", "<u8"),
+        ("m_tcp", "<u8"),
+        ("m_udp", "<u8"),
+        ("m_ip4", "<u8"),
+        ("m_ip6", "<u8"),
+        ("clauses", CLAUSE, MAX_CLAUSES),
+    ]
+)
+
+LPM_KEY = np.dtype([("prefixlen", "<u4"), ("addr", "u1", 16)])
+
+# C struct name -> dtype, for the layout test.
+STRUCTS = {
+    "netlog_rec": REC,
+    "netlog_config": CONFIG,
+    "netlog_flow_key": FLOW_KEY,
+    "netlog_flow_val": FLOW_VAL,
+    "netlog_clause": CLAUSE,
+    "netlog_filter": FILTER,
+    "netlog_lpm_key": LPM_KEY,
+}

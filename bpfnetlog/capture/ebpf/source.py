@@ -1,0 +1,179 @@
+"""EbpfSource: tc programs on every wanted NIC, records read from the ring as PacketBatches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bpfnetlog.capture.ebpf import loader
+from bpfnetlog.capture.ebpf.convert import NicTable, to_batch
+from bpfnetlog.capture.ebpf.filter import compile_filter
+from bpfnetlog.capture.ebpf.follow import Follower
+from bpfnetlog.capture.ebpf.libbpf import BpfError
+from bpfnetlog.capture.ebpf.record import (
+    FLOW_VAL,
+    STAT_FILTERED,
+    STAT_RING_DROP,
+    STAT_SEEN,
+    STAT_SENT,
+    STAT_SKIPPED,
+)
+from bpfnetlog.capture.ebpf.ringbuf import RingReader
+from bpfnetlog.capture.errors import CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, CaptureError, require_caps
+from bpfnetlog.packets import PacketBatch, SourceStats
+
+
+@dataclass
+class FlowCounters:
+    """Kernel per-flow counters: one row per (NIC, direction, 5-tuple), exact despite ring drops."""
+
+    nic: np.ndarray  # uint16 index into `nics`
+    direction: np.ndarray
+    proto: np.ndarray
+    src_ip: np.ndarray  # (n, 16) uint8
+    dst_ip: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    values: np.ndarray  # record.FLOW_VAL: packets, bytes, payload_bytes, segs, ring_drops
+    nics: list = field(default_factory=list)
+
+
+class EbpfSource:
+    """Start, iterate `batches()`, `stop()`; see bpfnetlog.capture.live.LiveSource for the facade."""
+
+    def __init__(self, filter: str | None = None, ifaces: list[str] | None = None,
+                 netns: list[str] | None = None, payload_snaplen: int = 1024, ring_bytes: int = 64 << 20,
+                 flow_entries: int = 1 << 18, attach_mode: str = "auto", rescan_s: float = 1.0):
+        if ring_bytes & (ring_bytes - 1) or ring_bytes < 4096:
+            raise ValueError("ring_bytes must be a power of two >= 4096")
+        self._filter = compile_filter(filter)  # FilterError before touching the kernel
+        self._ifaces, self._netns = ifaces, netns
+        self._snaplen, self._ring_bytes, self._flow_entries = payload_snaplen, ring_bytes, flow_entries
+        self._attach_mode, self._rescan_s = attach_mode, rescan_s
+        self.nics = NicTable()
+        self._shared: dict[str, int] | None = None
+        self._first: loader.NetlogObject | None = None
+        self._ring: RingReader | None = None
+        self._follower: Follower | None = None
+        self._frames = 1
+        self._received = 0
+        self._running = False
+        self._iterating = False
+        self._kernel = np.zeros(8, np.uint64)  # last kernel counters, kept after stop()
+
+    def start(self) -> None:
+        require_caps(CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, backend="eBPF")
+        path = loader.object_path()
+        try:
+            self._first = loader.NetlogObject(path, 0, self._snaplen, None, self._ring_bytes, self._flow_entries)
+        except BpfError as e:
+            raise CaptureError(f"cannot load the BPF programs: {e}") from e
+        self._shared = dict(self._first.map_fds)
+        self._fill_filter()
+        self._ring = RingReader(self._shared["ring"], self._ring_bytes)
+        self._follower = Follower(self._load, self.nics.add, self._ifaces, self._netns, self._attach_mode,
+                                  self._rescan_s)
+        self._follower.start()
+        self._follower.ready.wait()
+        if self._follower.error is not None:
+            err = self._follower.error
+            self.stop()
+            if isinstance(err, BpfError):
+                raise CaptureError(f"cannot attach the BPF programs: {err}") from err
+            raise err
+        self._running = True
+
+    def _load(self, netns_id: int) -> loader.NetlogObject:
+        return loader.NetlogObject(loader.object_path(), netns_id, self._snaplen, self._shared,
+                                   self._ring_bytes, self._flow_entries)
+
+    def _fill_filter(self) -> None:
+        fds, f = self._shared, self._filter
+        for prefixlen, addr, bits in f.lpm:
+            loader.map_update(fds["filter_addr"], loader.lpm_key(prefixlen, addr), np.array([bits], np.uint64),
+                              "filter addresses")
+        for port, bits in f.ports.items():
+            loader.map_update(fds["filter_port"], np.array([port], np.uint32), np.array([bits], np.uint64),
+                              "filter ports")
+        loader.map_update(fds["filter"], np.zeros(1, np.uint32), f.header, "filter")  # enable last
+
+    def batches(self, timeout_s: float = 1.0) -> Iterator[PacketBatch]:
+        """Yield batches as records arrive, an empty batch after `timeout_s` of silence
+        (so callers can flush on time); ends after stop()."""
+        self._iterating = True
+        try:
+            while self._running:
+                if not self._ring.wait(timeout_s):
+                    yield PacketBatch.empty(self.nics.snapshot())
+                    continue
+                recs, payload, pay_off = self._ring.read()
+                if len(recs):
+                    batch = to_batch(recs, payload, pay_off, self.nics, self._frames)
+                    self._frames += len(recs)
+                    self._received += len(recs)
+                    yield batch
+        finally:
+            self._iterating = False
+            if not self._running:
+                self._close_ring()
+
+    def stats(self) -> "LiveStats":
+        if self._shared:
+            self._kernel = loader.read_stats(self._shared["stats"])
+        k = self._kernel
+        f = self._follower
+        return LiveStats(
+            source="ebpf", packets=self._received, decoded=self._received, skipped=int(k[STAT_SKIPPED]),
+            dropped=int(k[STAT_RING_DROP]), errors=list(f.errors) if f else [], kernel_seen=int(k[STAT_SEEN]),
+            kernel_sent=int(k[STAT_SENT]), filtered=int(k[STAT_FILTERED]),
+            nics_attached=len(f.attached()) if f else 0, attach_mode=f.mode if f else "",
+            stale_removed=f.stale_removed if f else 0,
+        )
+
+    def flow_counters(self) -> FlowCounters:
+        keys, vals = loader.read_flows(self._shared["flows"])
+        return FlowCounters(
+            nic=self.nics.indexes(keys["netns_id"], keys["ifindex"]), direction=keys["direction"].copy(),
+            proto=keys["proto"].copy(), src_ip=keys["saddr"].copy(), dst_ip=keys["daddr"].copy(),
+            sport=keys["sport"].copy(), dport=keys["dport"].copy(), values=vals.astype(FLOW_VAL),
+            nics=self.nics.snapshot(),
+        )
+
+    def stop(self) -> None:
+        """Detach everything and free the maps; safe to call twice and from another thread
+        (a running batches() then ends within its timeout and frees the ring itself)."""
+        self._running = False
+        if self._follower is not None:
+            if self._follower.is_alive():
+                self._follower.stop()
+            self._follower = None
+        if self._shared:
+            self._kernel = loader.read_stats(self._shared["stats"])
+        if not self._iterating:
+            self._close_ring()
+        if self._first is not None:
+            self._first.close()
+            self._first = None
+        self._shared = None
+
+    def _close_ring(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+
+
+@dataclass
+class LiveStats(SourceStats):
+    """SourceStats plus what only a live source knows."""
+
+    kernel_seen: int = 0  # packets the programs ran on
+    kernel_sent: int = 0  # records the kernel wrote to the ring
+    filtered: int = 0  # packets the capture filter rejected
+    nics_attached: int = 0
+    attach_mode: str = ""  # "tcx" or "clsact" (ebpf), "tpacket_v3" (afpacket)
+    stale_removed: int = 0  # clsact filters of a killed earlier run removed at start
+    backend: str = field(default="ebpf")
+    started: float = field(default_factory=time.time)
