@@ -314,15 +314,16 @@ TOOLS = ("tcpdump", "dumpcap", "tshark", "curl")
                     reason="needs root, tcpdump, dumpcap, tshark and curl")
 @pytest.mark.parametrize("capture", list(CAPTURES))
 def test_loopback_capture_matches_tshark(tmp_path: Path, capture: str) -> None:
+    """HTTP over IPv4 and IPv6 plus UDP datagrams on lo; every packet's fields as tshark sees them."""
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "big.bin").write_bytes(os.urandom(300_000))
     port = _free_port()
     pcap_path = tmp_path / "lo.cap"
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "::",
                                "--directory", str(tmp_path / "www")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cmd = CAPTURES[capture] + [str(pcap_path)]
-    cmd += ["-f", f"tcp port {port}"] if cmd[0] == "dumpcap" else [f"tcp port {port}"]
+    cmd += ["-f", f"port {port}"] if cmd[0] == "dumpcap" else [f"port {port}"]
     dump = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_port(port)
@@ -330,9 +331,12 @@ def test_loopback_capture_matches_tshark(tmp_path: Path, capture: str) -> None:
         while not (pcap_path.exists() and pcap_path.stat().st_size > 0) and time.monotonic() < end:
             time.sleep(0.05)  # the file header is written once the capture runs
         time.sleep(0.5)
-        for name in ("big.bin", "", "missing"):
-            subprocess.run(["curl", "-s", "-o", "/dev/null", "-m", "10", f"http://127.0.0.1:{port}/{name}"],
-                           check=False, timeout=20)
+        for url in (f"http://127.0.0.1:{port}/big.bin", f"http://[::1]:{port}/", f"http://127.0.0.1:{port}/x"):
+            subprocess.run(["curl", "-s", "-g", "-o", "/dev/null", "-m", "10", url], check=False, timeout=20)
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
+                for size in (0, 7, 1400):
+                    u.sendto(b"u" * size, (host, port))
         time.sleep(0.5)
     finally:
         for proc in (dump, server):
@@ -342,18 +346,21 @@ def test_loopback_capture_matches_tshark(tmp_path: Path, capture: str) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    out = subprocess.run(["tshark", "-r", str(pcap_path), "-Y", "tcp", "-T", "fields", "-e", "frame.number",
-                          "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.seq_raw", "-e", "tcp.ack_raw",
-                          "-e", "tcp.len", "-e", "frame.time_epoch"],
+    fields = ["frame.number", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.seq_raw",
+              "tcp.ack_raw", "tcp.len", "udp.length", "frame.time_epoch"]
+    out = subprocess.run(["tshark", "-r", str(pcap_path), "-Y", "(tcp or udp) and not icmp and not icmpv6", "-T", "fields",
+                          *(a for f in fields for a in ("-e", f))],
                          capture_output=True, text=True, check=True, timeout=60).stdout
     expected = []
     for line in out.splitlines():
-        *ints, epoch = line.split("\t")
+        frame, tsp, tdp, usp, udp, seq, ack, tlen, ulen, epoch = line.split("\t")
         sec, frac = epoch.split(".")
-        expected.append((*(int(v or 0) for v in ints), int(sec) * 10**9 + int(frac.ljust(9, "0"))))
+        expected.append((int(frame), int(tsp or usp), int(tdp or udp), int(seq or 0), int(ack or 0),
+                         int(tlen) if tlen else int(ulen) - 8, int(sec) * 10**9 + int(frac.ljust(9, "0"))))
     b, stats, _ = read(pcap_path)
     got = [(int(f), int(sp), int(dp), int(s), int(a) if fl & 0x10 else 0, int(pl), int(t))
            for f, sp, dp, s, a, fl, pl, t in zip(b.frame, b.sport, b.dport, b.seq, b.ack, b.flags,
                                                  b.payload_len, b.ts)]
     assert stats.errors == [] and stats.malformed == 0
+    assert set(b.ip_version) == {4, 6} and set(b.proto) == {6, 17}
     assert len(got) > 20 and got == expected
