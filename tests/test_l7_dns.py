@@ -46,7 +46,7 @@ def test_udp_query_and_response_fields():
     }
     (r,) = p.feed(0, answer(q, "1.2.3.4", "5.6.7.8"), 0, 20)
     assert not r.is_request and r.key == m.key
-    assert r.fields["dns_answers"] == "1.2.3.4,5.6.7.8"
+    assert sorted(r.fields["dns_answers"].split(",")) == ["1.2.3.4", "5.6.7.8"]
     assert (r.fields["dns_rcode"], r.fields["response_code"], r.fields["response_status"]) == ("NOERROR", 0, "ok")
     assert type(r.fields["response_code"]) is int
 

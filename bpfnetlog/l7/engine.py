@@ -228,14 +228,11 @@ class L7Engine:
     # -- bytes to messages ----------------------------------------------------------
 
     def _deliver(self, conn: _Conn, side: int, chunks: list[Chunk]) -> None:
-        if conn.parser is not None:
-            for chunk in chunks:
-                self._feed(conn, side, chunk)
-            return
         for chunk in chunks:
-            self._detect_tcp(conn, side, chunk)
-            if conn.ignored:
-                return
+            if conn.parser is not None:
+                self._feed(conn, side, chunk)
+            elif not conn.ignored:
+                self._detect_tcp(conn, side, chunk)
 
     def _detect_tcp(self, conn: _Conn, side: int, chunk: Chunk) -> None:
         """Keep the chunk, look at this side's kept bytes, and replay them once detected."""

@@ -33,12 +33,10 @@ _REQ = rb"(" + _METHODS + rb") ([^ \r\n]{1,%d}) HTTP/(1\.[01])\r?\n" % MAX_LINE
 _RESP = rb"HTTP/(1\.[01]) ([1-9][0-9][0-9])(?:[ \t][^\r\n]{0,1024})?\r?\n"
 _REQ_LINE = re.compile(_REQ)
 _RESP_LINE = re.compile(_RESP)
-# Scans need a line start; note `^` with a search pos only matches after "\n" or at 0.
-_SCAN = {
-    0: re.compile(rb"^" + _REQ, re.M),  # role: client
-    1: re.compile(rb"^" + _RESP, re.M),  # role: server
-    -1: re.compile(rb"^(?:" + _REQ + rb"|" + _RESP + rb")", re.M),
-}
+# Resync scans accept a start line anywhere, not only at a line start: a body need not
+# end with a newline, so after a mid-stream join the next message is glued to it.
+_SCAN = {0: _REQ_LINE, 1: _RESP_LINE, -1: re.compile(rb"(?:" + _REQ + rb"|" + _RESP + rb")")}  # by role
+RESYNC_TAIL = 1024  # bytes kept while unsynced, for a start line split across packets
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 # Per-direction states.
@@ -47,7 +45,7 @@ _COUNTING = (BODY, CHUNK_DATA, UNTIL_CLOSE, TUNNEL)
 
 
 def detect(data: bytes, side: int) -> "Http1Parser | None":
-    """HTTP if some line of `data` starts like a request or a status line."""
+    """HTTP if `data` holds something that looks like a request or a status line."""
     return Http1Parser() if _SCAN[-1].search(data) else None
 
 
@@ -177,9 +175,7 @@ class Http1Parser:
                 p = 0
                 m = _SCAN[self._role(side)].search(buf)
                 if m is None:
-                    # Keep the unfinished last line: a start line may be split across packets.
-                    nl = buf.rfind(b"\n") + 1
-                    h.consume(max(nl, len(buf) - MAX_LINE - 64))
+                    h.consume(max(0, len(buf) - RESYNC_TAIL))
                     return
                 h.consume(m.start())
                 h.state, h.scan_from = HEAD, 0
