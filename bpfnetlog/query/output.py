@@ -132,7 +132,9 @@ def print_table(records: list[Record], console: Console) -> None:
         console.print("no records match", style="dim")
         return
     columns = columns_for(records)
-    table = Table(*[name for name, _ in columns], header_style="bold")
+    table = Table(header_style="bold")
+    for name, _ in columns:  # wrap, never cut: a cut path or IP misleads
+        table.add_column(name, overflow="fold", no_wrap=name == "time")
     for r in records:
         table.add_row(*[_safe(show(r)) for _, show in columns], style=_STYLE.get(r.get("status") or ""))
     console.print(table)
@@ -155,5 +157,8 @@ def query_command(store: Path, text: str, fmt: str, limit: int, t_from: str | No
         for r in records:
             sys.stdout.write(json.dumps(r) + "\n")
     else:
-        print_table(records, Console())
+        console = Console()
+        if not console.is_terminal:  # piped: one line per record where possible, for grep
+            console = Console(width=max(console.width, 240))
+        print_table(records, console)
     return 0
