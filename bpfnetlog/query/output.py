@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bpfnetlog.query.errors import QueryError
 from bpfnetlog.query.run import run_query
 from bpfnetlog.records import L4_SOURCE, L7_SOURCE
 from bpfnetlog.store import StoreError
@@ -147,7 +146,7 @@ def query_command(store: Path, text: str, fmt: str, limit: int, t_from: str | No
         return 2
     try:
         records = run_query(store, text, limit=limit, t_from=t_from, t_to=t_to)
-    except (QueryError, StoreError) as e:
+    except (ValueError, StoreError) as e:  # QueryError is a ValueError; so is a negative --limit
         print(f"error: {e}", file=sys.stderr)
         return 2
     if fmt == "json":

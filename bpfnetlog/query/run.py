@@ -45,6 +45,8 @@ def run_query(
     """
     if order not in ("asc", "desc"):
         raise ValueError(f"order is asc or desc, not {order!r}")
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more, not {limit}")
     wheres = compile_query(text)
     low, high = _ns(t_from), _ns(t_to)
     window = _window(low, high)
