@@ -163,6 +163,7 @@ class Lab:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.namespaces: list[Netns] = []
         self.procs: list[subprocess.Popen[str]] = []
+        self._tables = 0  # nft tables made by `loss`, for unique names
 
     def __enter__(self) -> Lab:
         return self
@@ -274,19 +275,21 @@ class Lab:
         return cap
 
     @contextmanager
-    def loss(self, ns: Netns, ifname: str, percent: int) -> Iterator[None]:
+    def loss(self, ns: Netns, ifname: str, percent: int, match: str = "") -> Iterator[None]:
         """Drop `percent`% of non-SYN TCP packets entering `ifname` in `ns` (nftables netdev).
 
         This kernel has no netem (FACTS.md). SYNs are spared so every connection is set up
         the same way; tcpdump on the same interface still sees the dropped packets (taps run
-        before the ingress hook), and the retransmissions after them.
+        before the ingress hook), and the retransmissions after them. `match` (an nft
+        expression, e.g. "tcp dport 8081") limits the loss to some of the traffic.
         """
-        table = f"{self.prefix}loss"
+        self._tables += 1
+        table = f"{self.prefix}loss{self._tables}"
         rules = (
             f"table netdev {table} {{\n"
             f"  chain in_{ifname} {{\n"
             f'    type filter hook ingress device "{ifname}" priority 0; policy accept;\n'
-            f"    tcp flags & syn == 0 numgen random mod 100 < {percent} drop\n"
+            f"    {match} tcp flags & syn == 0 numgen random mod 100 < {percent} drop\n"
             "  }\n}\n"
         )
         rules_file = self.tmp / f"{table}-{ns.name}.nft"
