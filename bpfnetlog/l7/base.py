@@ -8,6 +8,7 @@ module and is tested on hand-built byte strings.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Protocol
 
@@ -63,7 +64,14 @@ Detector = Callable[[bytes, int], "Parser | None"]
 _CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
 
 
+_UNSAFE = re.compile(rb"[^\x20-\x7e]")
+
+
 def safe_text(raw: bytes | bytearray, cap: int = 1024) -> str:
     """Attacker-controlled bytes -> a bounded, printable str (never raises)."""
-    text = bytes(raw[:cap]).decode("utf-8", "backslashreplace").translate(_CONTROL)
+    head = raw[:cap]
+    if _UNSAFE.search(head) is None:  # the common case: printable ASCII
+        text = head.decode("ascii")
+    else:
+        text = bytes(head).decode("utf-8", "backslashreplace").translate(_CONTROL)
     return text + "..." if len(raw) > cap else text

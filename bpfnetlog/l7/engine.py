@@ -130,6 +130,11 @@ class L7Engine:
         fin: bool = False,
         rst: bool = False,
     ) -> None:
+        """Every TCP packet with payload, plus SYNs (they fix the stream origin).
+
+        FIN/RST are accepted but only the caller's `close` ends a connection: a
+        FIN of one side does not end the other side's messages.
+        """
         conn = self._conn(conn_id, False, ts)
         if conn.ignored:
             return

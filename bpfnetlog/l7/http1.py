@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
+from functools import lru_cache
 
 from .base import SEQ_MASK, Message, safe_text
 
@@ -24,7 +25,7 @@ MAX_HEADERS_JSON = 4096  # chars of req_headers / resp_headers
 MAX_VALUE = 1024
 MAX_WAITING = 1024  # requests awaiting a response, per connection
 REDACTED = "[REDACTED]"
-_SECRET_PARTS = ("auth", "token", "secret", "password", "passwd", "cookie", "api-key", "apikey", "api_key")
+_SECRET = re.compile("auth|token|secret|passw|cookie|api-?_?key")
 
 _METHODS = (
     b"GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK|REPORT|SEARCH|PURGE"
@@ -316,10 +317,15 @@ def _headers(block: bytes | bytearray) -> dict[str, bytes] | None:
             return None
         if len(headers) >= MAX_HEADERS:
             break
-        key = safe_text(name, 128).lower()
+        key = _header_name(name)
         value = value.strip()
         headers[key] = headers[key] + b", " + value if key in headers else value
     return headers
+
+
+@lru_cache(maxsize=4096)  # header names repeat on every message
+def _header_name(name: bytes) -> str:
+    return safe_text(name, 128).lower()
 
 
 def _framing(headers: dict[str, bytes], method: str, code: object) -> tuple[int, int] | None:
@@ -417,7 +423,8 @@ def trace_ids(headers: dict[str, bytes]) -> dict[str, str]:
 
 
 def is_secret(name: str) -> bool:
-    return any(part in name for part in _SECRET_PARTS)
+    """Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key, *token*, *secret*, ..."""
+    return _SECRET.search(name) is not None
 
 
 def headers_json(headers: dict[str, bytes]) -> str:
