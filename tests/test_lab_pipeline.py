@@ -38,6 +38,7 @@ class Store:
 
     l4: list[Record]
     l7: list[Record]
+    packets: list[Record]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,9 @@ def store(lab_pcap: LabPcap, bnl: BnlRunner, tmp_path_factory: pytest.TempPathFa
     assert r.returncode == 0, f"bpfnetlog read failed ({r.returncode}): {r.stderr[-3000:]}"
     l4 = _query(bnl, path, "source:bpf_net_l4_log")
     l7 = _query(bnl, path, "source:bpf_net_l7_log")
+    packets = _query(bnl, path, "source:bpf_net_packet")
     assert {x["source"] for x in l4} <= {"bpf_net_l4_log"} and {x["source"] for x in l7} <= {"bpf_net_l7_log"}
-    return Store(l4, l7)
+    return Store(l4, l7, packets)
 
 
 def _name(n: str | None) -> str | None:
@@ -226,7 +228,7 @@ def _conversations(store: Store) -> dict[tuple[str, str, int, str, int], Record]
 
 
 @pytest.mark.parametrize("l4", ["tcp", "udp"])
-def test_conversations_match_tshark(l4: str, truth: Truth, store: Store) -> None:
+def test_conversations_match_tshark(l4: str, lab_pcap: LabPcap, truth: Truth, store: Store) -> None:
     """Packets, payload bytes, retransmissions and RSTs per direction, per connection."""
     expected = {c.key: {"tx_packets": c.c2s_packets, "rx_packets": c.s2c_packets, "tx_bytes": c.c2s_bytes,
                         "rx_bytes": c.s2c_bytes, "tx_retrans": c.c2s_retrans, "rx_retrans": c.s2c_retrans,
@@ -236,7 +238,40 @@ def test_conversations_match_tshark(l4: str, truth: Truth, store: Store) -> None
     assert sorted(got.keys() - expected.keys()) == [], "connections tshark does not have"
     assert sorted(expected.keys() - got.keys()) == [], "connections bpfnetlog missed"
     diffs = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
-    assert not diffs, "\n".join(f"{k}: got {g}\n    want {w}" for k, (g, w) in diffs.items())
+    assert not diffs, f"in {lab_pcap.path} (kept by pytest):\n" + "\n".join(
+        f"{k}: got {g}\n    want {w}" for k, (g, w) in diffs.items()
+    )
+
+
+_TCPDUMP_FLAGS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "."), (0x20, "U"), (0x40, "E"), (0x80, "W"))
+_RETRANS = {"retransmission", "fast_retransmission", "spurious_retransmission"}
+
+
+def test_packet_rows_match_tshark(lab_pcap: LabPcap, truth: Truth, store: Store) -> None:
+    """One packet row per TCP/UDP frame: direction, flags, seq, payload size, retransmission.
+
+    The per-frame view of the conversation counters: when those differ, this names the frames.
+    """
+    want = {}
+    for c in truth.convs:
+        for f in c.frames:
+            tx = (f.src, f.sport) == (c.client_ip, c.client_port)
+            flags = "".join(ch for bit, ch in _TCPDUMP_FLAGS if f.flags & bit) if f.l4 == "tcp" else ""
+            want[f.number] = {"txrx": "tx" if tx else "rx", "flags": flags, "seq": f.seq if f.l4 == "tcp" else None,
+                              "payload_size": f.payload_len, "retransmission": f.retrans}  # fmt: skip
+    got: dict[int, dict[str, Any]] = {}
+    for p in store.packets:
+        assert p["frame"] not in got, f"frame {p['frame']} in two packet rows"
+        tcp = p["flags"] != ""
+        got[p["frame"]] = {"txrx": p["txrx"], "flags": p["flags"], "seq": p["seq"] if tcp else None,
+                           "payload_size": p["payload_size"],
+                           "retransmission": bool(_RETRANS & set((p["analysis"] or "").split(",")))}  # fmt: skip
+    assert sorted(want.keys() - got.keys()) == [], "frames without a packet row"
+    assert sorted(got.keys() - want.keys()) == [], "packet rows of frames tshark has no TCP/UDP for"
+    diffs = {n: (got[n], w) for n, w in sorted(want.items()) if got[n] != w}
+    assert not diffs, f"{len(diffs)} frames differ in {lab_pcap.path} (kept by pytest):\n" + "\n".join(
+        f"frame {n}: got {g}\n    want {w}" for n, (g, w) in list(diffs.items())[:20]
+    )
 
 
 def test_local_side_is_client(lab_pcap: LabPcap, store: Store) -> None:
