@@ -59,9 +59,14 @@ def _fields(pcap: Path, names: Sequence[str], display_filter: str, extra: Sequen
     return [dict(zip(names, line.split(SEP), strict=True)) for line in out.splitlines() if line]
 
 
+# tshark 4.0 does not reassemble out-of-order segments by default: after a loss it then
+# silently skips whole HTTP responses. The lab's loss makes this pref necessary.
+REASSEMBLE = ["-o", "tcp.reassemble_out_of_order:TRUE"]
+
+
 def _decode_as(http_ports: Sequence[int]) -> list[str]:
     """Ports to dissect as HTTP besides tshark's defaults (e.g. http.server's 8000)."""
-    return [a for p in http_ports for a in ("-d", f"tcp.port=={p},http")]
+    return [*REASSEMBLE, *(a for p in http_ports for a in ("-d", f"tcp.port=={p},http"))]
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,8 @@ def _locate(stream: _Stream, needle: bytes, cursor: int, candidates: list[Frame]
     for f in sorted(candidates, key=lambda f: f.number):
         if f.payload_len and 0 <= (seq - f.seq) % MOD < f.payload_len:
             return off, seq, f.number
-    raise GroundTruthError(f"{needle!r} at seq {seq} is in none of frames {[f.number for f in candidates]}")
+    raise GroundTruthError(f"{needle!r} at seq {seq} is in none of frames {[f.number for f in candidates]}: "
+                           "tshark skipped a message before it")  # fmt: skip
 
 
 def http_exchanges(pcap: Path, http_ports: Sequence[int] = (), convs: list[Conversation] | None = None) -> list[HttpExchange]:
@@ -367,7 +373,7 @@ def _answer_text(rr: dict[str, object]) -> str:
 
 def dns_transactions(pcap: Path) -> list[DnsTransaction]:
     """Every DNS query (UDP and TCP) with the response of the same 5-tuple and id, if seen."""
-    packets = json.loads(tshark(pcap, ["-Y", "dns", "-T", "json"]), object_pairs_hook=_keep_duplicates)
+    packets = json.loads(tshark(pcap, [*REASSEMBLE, "-Y", "dns", "-T", "json"]), object_pairs_hook=_keep_duplicates)
     queries: dict[tuple[object, ...], DnsTransaction] = {}
     order: list[tuple[object, ...]] = []
     for pkt in packets:
