@@ -44,6 +44,7 @@ class Conn:
     l7_proto: str = ""
     src_side: int = -1  # fixed at the first record written, so all chunks agree
     _community_id: str = field(default="", repr=False)
+    _cached: tuple = field(default=(), repr=False)  # (client_side, nic_traceid, tags)
 
     @property
     def client_side(self) -> int:
@@ -54,8 +55,10 @@ class Conn:
         return client_by_ports(self.port[0], self.port[1])
 
     def tags(self, host: str, local: LocalNets, nic_traceid: str) -> dict:
-        """The COMMON_FIELDS of records.py for this connection (minus time/status/l7_proto)."""
+        """The COMMON_FIELDS of records.py for this connection (minus time/status/l7_proto), a fresh dict."""
         client = self.client_side
+        if self._cached and self._cached[0] == client and self._cached[1] == nic_traceid:
+            return dict(self._cached[2])
         src, known = local_side(self.ip[0], self.ip[1], client, local)
         if self.src_side < 0:
             self.src_side = src
@@ -65,7 +68,7 @@ class Conn:
         if not self._community_id:
             self._community_id = community_id(self.proto, self.ip[0], self.port[0], self.ip[1], self.port[1])
         c = client if client >= 0 else src
-        return {
+        tags = {
             "host": host,
             "nic_name": self.nic.name,
             "nic_mac": self.nic.mac,
@@ -88,6 +91,8 @@ class Conn:
             "conn_id": self.conn_id,
             "nic_traceid": nic_traceid,
         }
+        self._cached = (client, nic_traceid, tags)
+        return dict(tags)
 
 
 def new_conn(host: str, nics: list[Nic], words: np.ndarray, first_ts: int) -> Conn:
