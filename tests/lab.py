@@ -153,11 +153,42 @@ class Capture:
         return self.stats
 
 
+_PREFIX_RE = re.compile(r"^bnl(\d+)x[0-9a-f]{4}")
+
+
+def reap_stale() -> list[str]:
+    """Delete the namespaces of labs whose process died without cleaning up (SIGKILL, crash).
+
+    A lab's namespaces carry its creator's PID; when that PID is gone, the processes still
+    inside them (servers that lab started, listed by `ip netns pids`) are killed by PID
+    and the namespaces and tmp dirs deleted. Returns the namespaces removed.
+    """
+    removed = []
+    for line in run(["ip", "netns", "list"], timeout=10).stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        m = _PREFIX_RE.match(name)
+        if not m or Path(f"/proc/{m.group(1)}").exists():
+            continue
+        for pid in run(["ip", "netns", "pids", name], timeout=10, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if run(["ip", "netns", "delete", name], timeout=10, check=False).returncode == 0:
+            removed.append(name)
+    for tmp in Path(tempfile.gettempdir()).glob("bnl*x*-*"):
+        m = _PREFIX_RE.match(tmp.name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return removed
+
+
 class Lab:
     """Namespaces, links and processes of one lab; `close()` (or the with-block) removes all."""
 
     def __init__(self, tmp: Path | None = None) -> None:
-        self.prefix = f"bnl{os.getpid() % 100000}{secrets.token_hex(2)}"
+        reap_stale()
+        self.prefix = f"bnl{os.getpid()}x{secrets.token_hex(2)}"
         self._own_tmp = tmp is None
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-")) if tmp is None else tmp
         self.tmp.mkdir(parents=True, exist_ok=True)
