@@ -26,10 +26,10 @@ OBJECT_ENV = "BPFNETLOG_BPF_OBJECT"
 
 
 def object_path() -> Path:
-    """The compiled object: $BPFNETLOG_BPF_OBJECT, the package's copy, or the source tree's bpf/."""
+    """The compiled object: $BPFNETLOG_BPF_OBJECT if set, else the package's copy or the source tree's bpf/."""
     here = Path(__file__).resolve()
-    candidates = [Path(p) for p in [os.environ.get(OBJECT_ENV)] if p]
-    candidates += [here.parent / "netlog.bpf.o", here.parents[3] / "bpf" / "netlog.bpf.o"]
+    env = os.environ.get(OBJECT_ENV)
+    candidates = [Path(env)] if env else [here.parent / "netlog.bpf.o", here.parents[3] / "bpf" / "netlog.bpf.o"]
     for c in candidates:
         if c.is_file():
             return c
