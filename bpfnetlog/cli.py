@@ -103,6 +103,87 @@ def _summary(pipe, stats, elapsed: float, store: Path) -> None:
 
 
 @app.command()
+def capture(
+    store: StoreOpt = Path("data"),
+    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C / SIGTERM).")] = None,
+    filter: Annotated[Optional[str], typer.Option("--filter", help="pcap-filter subset evaluated in the kernel: host/net/port/portrange/tcp/udp with and/or/not, e.g. 'tcp port 80 and net 10.0.0.0/8'.")] = None,
+    iface: Annotated[Optional[list[str]], typer.Option("--iface", help="Only these interfaces (repeatable; default: every UP interface).")] = None,
+    netns: Annotated[Optional[list[str]], typer.Option("--netns", help="Only these network namespaces: name under /run/netns, inode, or 'host' (repeatable; default: all).")] = None,
+    backend: Annotated[str, typer.Option(help="auto (eBPF, else AF_PACKET), ebpf or afpacket.")] = "auto",
+    payload_snaplen: Annotated[int, typer.Option(help="Payload bytes kept per packet for L7 parsing.")] = 1024,
+    flush_interval: Annotated[float, typer.Option(help="Seconds between writes of records to the store.")] = 5.0,
+    host: Annotated[Optional[str], typer.Option(help="host of the records (default: this machine's hostname).")] = None,
+) -> None:
+    """Capture live on every NIC of this host and its network namespaces (eBPF tc programs)."""
+    from rich.live import Live
+
+    from bpfnetlog.capture.errors import CaptureError
+    from bpfnetlog.capture.live import LiveSource
+    from bpfnetlog.pipeline import Pipeline
+    from bpfnetlog.store.base import StoreError
+    from bpfnetlog.store.writer import ParquetStoreWriter
+
+    try:
+        writer = ParquetStoreWriter(store)
+    except StoreError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    pipe = Pipeline(writer, host or socket.gethostname())
+    src = LiveSource(backend=backend, filter=filter, ifaces=iface, netns=netns, payload_snaplen=payload_snaplen)
+    try:
+        src.start()
+    except (CaptureError, ValueError) as e:
+        writer.close()
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    if src.notice:
+        err.print(f"[yellow]note:[/] {src.notice}")
+    t0 = time.monotonic()
+    last_flush = t0
+    stopped_by = "end of --duration"
+    try:
+        with writer, Live(console=err, refresh_per_second=2, transient=False) as live:
+            for batch in src.batches(timeout_s=0.5):
+                pipe.feed(batch)
+                now = time.monotonic()
+                if now - last_flush >= flush_interval:
+                    pipe.tick(time.time_ns(), flush_all=True)
+                    writer.flush()
+                    last_flush = now
+                    live.update(_live_table(src.backend, src.stats(), pipe, now - t0))
+                if duration is not None and now - t0 >= duration:
+                    break
+    except KeyboardInterrupt:
+        stopped_by = "interrupt"
+    except SystemExit:
+        stopped_by = "SIGTERM"
+    finally:
+        attached = src.stats()
+        src.stop()
+        stats = src.stats()
+        stats.nics_attached, stats.attach_mode = attached.nics_attached, attached.attach_mode
+        pipe.finish([stats])
+        writer.close()
+    elapsed = time.monotonic() - t0
+    err.print(_live_table(src.backend, stats, pipe, elapsed, f"bpfnetlog capture -> {store} (stopped: {stopped_by})"))
+
+
+def _live_table(backend: str, s, pipe, elapsed: float, title: str = "bpfnetlog capture") -> Table:
+    c = pipe.count
+    t = Table(title=title, show_header=False)
+    t.add_row("backend", f"{backend} ({getattr(s, 'attach_mode', '')})")
+    t.add_row("interfaces", f"{getattr(s, 'nics_attached', 0)}")
+    t.add_row("packets", f"{c.packets:,} ({c.packets / max(elapsed, 1e-9):,.0f}/s)")
+    t.add_row("dropped (ring full)", f"{s.dropped:,}")
+    t.add_row("connections", f"{c.connections:,}")
+    t.add_row("L4 records", f"{c.l4_records:,}")
+    t.add_row("L7 records", f"{c.l7_records:,}")
+    if s.errors:
+        t.add_row("errors", "\n".join(s.errors[-5:]))
+    return t
+
+
+@app.command()
 def query(
     text: Annotated[str, typer.Argument(help="Lucene-like query, e.g. 'source:bpf_net_l7_log AND http_status_code:>=500 AND NOT src_ip:10.0.0.0/8'.")],
     store: StoreOpt = Path("data"),

@@ -23,7 +23,7 @@ from bpfnetlog.l4.flows import FlowTable
 from bpfnetlog.l4.packet_rows import packet_table
 from bpfnetlog.l4.roles import LocalNets
 from bpfnetlog.l7.engine import L7Engine, L7Record, Marker
-from bpfnetlog.packets import FIN, RST, SYN, Nic, PacketBatch, SourceStats
+from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, Nic, PacketBatch, SourceStats
 from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, STATS_TABLE
 from bpfnetlog.store.base import StoreWriter
 
@@ -82,9 +82,24 @@ class Pipeline:
             self.slot_of[c.conn_id] = slot
         self.count.connections += len(created)
         self.count.packets += len(batch)
+        self._learn_wire_locality(batch, an)
         self._feed_l7(batch, an)
         self.pending.add(batch, an)
         self.now = max(self.now, int(batch.ts.max()))
+
+    def _learn_wire_locality(self, batch: PacketBatch, an) -> None:
+        """A packet seen at tc egress was sent by this host: its side is the local one.
+
+        On loopback every packet leaves and enters this host, so the address rules decide there.
+        """
+        egress = np.flatnonzero((batch.direction == DIR_EGRESS) & (an.slot >= 0))
+        if not len(egress):
+            return
+        slots, first = np.unique(an.slot[egress], return_index=True)
+        for slot, side in zip(slots.tolist(), an.side[egress][first].tolist()):
+            conn = self.conns[slot]
+            if conn.wire_local < 0 and conn.src_side < 0 and not conn.nic.name == "lo":
+                conn.wire_local = side
 
     def _global_nics(self, batch: PacketBatch) -> np.ndarray:
         """Batch-local NIC indexes -> this pipeline's, so several sources never collide."""

@@ -42,6 +42,7 @@ class Conn:
     syn_client: int = -1  # from the handshake; final once set
     l7_client: int = -1  # from the L7 parser
     l7_proto: str = ""
+    wire_local: int = -1  # side seen leaving this host (tc egress), the surest locality signal
     src_side: int = -1  # fixed at the first record written, so all chunks agree
     _community_id: str = field(default="", repr=False)
     _cached: tuple = field(default=(), repr=False)  # (client_side, nic_traceid, tags)
@@ -59,7 +60,10 @@ class Conn:
         client = self.client_side
         if self._cached and self._cached[0] == client and self._cached[1] == nic_traceid:
             return dict(self._cached[2])
-        src, known = local_side(self.ip[0], self.ip[1], client, local)
+        if self.wire_local >= 0:
+            src, known = self.wire_local, True
+        else:
+            src, known = local_side(self.ip[0], self.ip[1], client, local)
         if self.src_side < 0:
             self.src_side = src
         src = self.src_side

@@ -39,6 +39,8 @@ class PendingPackets:
 
     def take(self, mask: np.ndarray) -> dict[str, np.ndarray]:
         """Remove and return the rows where `mask` is true, sorted by (slot, chunk, idx)."""
+        if not self.cols:
+            return {}
         out = {k: v[mask] for k, v in self.cols.items()}
         self.cols = {k: v[~mask] for k, v in self.cols.items()}
         order = np.lexsort((out["idx"], out["chunk"], out["slot"]))
