@@ -33,7 +33,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_pcap import DEFAULT_OUT, PacketCounter, make_pcap  # noqa: E402
+from make_pcap import DEFAULT_OUT, PacketCounter, make_pcap
 
 BNL = Path(sys.executable).with_name("bpfnetlog")
 HTTP_PORTS = (8000, 8081)  # lab ports outside tshark's default HTTP ports
@@ -78,10 +78,13 @@ def bench_bpfnetlog(pcap: Path, pin: list[str], work: Path) -> Run:
 
     store = work / "store"
     wall, cpu = timed([*pin, str(BNL), "read", str(pcap), "--store", str(store)])
-    with open_reader(store) as r:
+    r = open_reader(store)
+    try:
         n4 = r.sql("select count(distinct conn_id) from bpf_net_l4_log").column(0)[0].as_py()
         http = r.sql("select count(*) from bpf_net_l7_log where http_method <> '' or http_status_code > 0").column(0)[0].as_py()
         dns = r.sql("select count(*) from bpf_net_l7_log where dns_query <> ''").column(0)[0].as_py()
+    finally:
+        r.close()
     return Run("bpfnetlog read", wall, cpu, f"{n4:,} connections, {http:,} HTTP, {dns:,} DNS records")
 
 
@@ -90,8 +93,8 @@ def bench_tshark(pcap: Path, pin: list[str], work: Path) -> Run:
     argv = [*pin, "tshark", "-n", "-r", str(pcap), "-T", "fields", "-E", "occurrence=a"]
     for p in HTTP_PORTS:
         argv += ["-d", f"tcp.port=={p},http"]
-    for f in TSHARK_FIELDS:
-        argv += ["-e", f]
+    for name in TSHARK_FIELDS:
+        argv += ["-e", name]
     wall, cpu = timed(argv, stdout=out)
     reqs = resps = retrans = 0
     with open(out) as f:

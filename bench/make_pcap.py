@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import lab as L  # noqa: E402
+import lab as L
 
 DEFAULT_OUT = ROOT / "bench" / "data" / "mixed.pcap"
 DEFAULT_PACKETS = 1_050_000

@@ -45,7 +45,7 @@ class GroundTruthError(AssertionError):
 def tshark(pcap: Path, args: Sequence[str], timeout: float = 300.0) -> str:
     """Run tshark on `pcap` (no name resolution) and return stdout; errors raise."""
     argv = ["tshark", "-n", "-r", str(pcap), *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} -> {proc.returncode}: {proc.stderr}")
     return proc.stdout
@@ -392,14 +392,14 @@ def dns_transactions(pcap: Path) -> list[DnsTransaction]:
             key = (l4, dst, dport, src, sport, int(msg["dns.id"], 16)) if is_resp else (l4, src, sport, dst, dport, int(msg["dns.id"], 16))
             if not is_resp:
                 queries[key] = DnsTransaction(l4, src, sport, dst, dport, int(msg["dns.id"], 16), q["dns.qry.name"],
-                                              dns.rdatatype.to_text(int(q["dns.qry.type"])), frame)  # fmt: skip
+                                              dns.rdatatype.to_text(dns.rdatatype.RdataType.make(int(q["dns.qry.type"]))), frame)  # fmt: skip
                 order.append(key)
                 continue
             if key not in queries:
                 raise GroundTruthError(f"frame {frame}: DNS response without its query ({qdesc})")
-            answers = [rr for v in msg.get("Answers", {}).values() for rr in _all(v)]
+            answers = [rr for v in msg.get("Answers", {}).values() for rr in _all(v) if isinstance(rr, dict)]
             t = queries[key]
             queries[key] = DnsTransaction(**{**t.__dict__, "response_frame": frame,
-                                             "rcode": dns.rcode.to_text(int(flags["dns.flags.rcode"])),
+                                             "rcode": dns.rcode.to_text(dns.rcode.Rcode.make(int(flags["dns.flags.rcode"]))),
                                              "answers": tuple(_answer_text(rr) for rr in answers)})  # fmt: skip
     return [queries[k] for k in order]

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 # Tools the lab runs; the Debian package that ships each one (for skip messages and CI).
 TOOLS: dict[str, str] = {
@@ -62,7 +63,7 @@ def missing_tools(names: Sequence[str] = tuple(TOOLS)) -> list[str]:
 
 def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run a command to completion with a timeout; failures raise with stderr attached."""
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} -> {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
@@ -196,7 +197,7 @@ class Lab:
         self.procs: list[subprocess.Popen[str]] = []
         self._tables = 0  # nft tables made by `loss`, for unique names
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -208,7 +209,7 @@ class Lab:
         for proc in reversed(self.procs):
             try:
                 self.stop(proc)
-            except Exception as e:  # keep cleaning: a leftover namespace is worse
+            except Exception as e:  # noqa: BLE001 - keep cleaning: a leftover namespace is worse
                 errors.append(f"pid {proc.pid}: {e}")
         for ns in reversed(self.namespaces):
             r = run(["ip", "netns", "delete", ns.name], check=False, timeout=10)

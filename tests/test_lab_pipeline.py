@@ -13,9 +13,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 import groundtruth as G
+import pytest
 from conftest import H2LOAD_REQUESTS, PIPELINE_REQUESTS, BnlRunner, LabPcap
 
 pytestmark = pytest.mark.lab
@@ -94,9 +93,9 @@ def _expected_http(lab_pcap: LabPcap, truth: Truth) -> dict[tuple[int, int], dic
             status, resp_seq = x.status, x.resp_seq
             if not x.responses_complete:
                 assert client is not None, f"tshark lost responses on stream {x.stream}, not the pipelining client's"
-                synack = convs[("tcp", port)].synack_seq
-                assert synack is not None and client[i].resp_offset is not None
-                status, resp_seq = client[i].status, (synack + 1 + client[i].resp_offset) % G.MOD
+                synack, offset = convs[("tcp", port)].synack_seq, client[i].resp_offset
+                assert synack is not None and offset is not None
+                status, resp_seq = client[i].status, (synack + 1 + offset) % G.MOD
             expected[(port, x.req_seq)] = {
                 "client_ip": x.client_ip, "server_ip": x.server_ip, "server_port": x.server_port,
                 "http_method": x.method, "request_resource": x.target, "http_path": x.path,
