@@ -14,6 +14,8 @@ import errno
 import os
 from dataclasses import dataclass
 
+from pyroute2 import IPRoute
+
 from bpfnetlog.capture.ebpf.libbpf import (
     BPF_TC_EGRESS,
     BPF_TC_INGRESS,
@@ -29,6 +31,7 @@ from bpfnetlog.capture.ebpf.libbpf import (
 CLSACT_HANDLE = 0x6E6C6F67  # "nlog": recognisably ours in `tc filter show`
 CLSACT_PRIO = 0xB9F1
 PROG_PREFIX = b"netlog_"
+CLSACT_INGRESS, CLSACT_EGRESS = 0xFFFFFFF2, 0xFFFFFFF3  # tc parents of the clsact hooks
 BPF_TC_F_REPLACE = 1
 _TCX = {1: BPF_TCX_INGRESS, 2: BPF_TCX_EGRESS}
 _TC = {1: BPF_TC_INGRESS, 2: BPF_TC_EGRESS}
@@ -98,8 +101,14 @@ def _prog_name(prog_id: int) -> bytes:
         os.close(fd)
 
 
+def _has_filters(ifindex: int) -> bool:
+    with IPRoute() as ipr:
+        return any(ipr.get_filters(index=ifindex, parent=p) for p in (CLSACT_INGRESS, CLSACT_EGRESS))
+
+
 def remove_stale(ifindex: int) -> int:
-    """Delete clsact filters a killed bpfnetlog left on ifindex; returns how many."""
+    """Delete clsact filters a killed bpfnetlog left on ifindex, and their clsact
+    qdisc once nothing else uses it; returns how many filters."""
     removed = 0
     for point in (BPF_TC_INGRESS, BPF_TC_EGRESS):
         hook, opts = _hook(ifindex, point), _opts()
@@ -111,4 +120,6 @@ def remove_stale(ifindex: int) -> int:
                 removed += 1
             except BpfError:
                 pass
+    if removed and not _has_filters(ifindex):
+        lib.bpf_tc_hook_destroy(ctypes.byref(_hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)))
     return removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class EbpfSource:
         self._received = 0
         self._running = False
         self._iterating = False
+        self._ring_lock = threading.Lock()
         self._kernel = np.zeros(8, np.uint64)  # last kernel counters, kept after stop()
 
     def start(self) -> None:
@@ -146,10 +148,8 @@ class EbpfSource:
         """Detach everything and free the maps; safe to call twice and from another thread
         (a running batches() then ends within its timeout and frees the ring itself)."""
         self._running = False
-        if self._follower is not None:
-            if self._follower.is_alive():
-                self._follower.stop()
-            self._follower = None
+        if self._follower is not None and self._follower.is_alive():
+            self._follower.stop()  # kept: stats() still reports its mode and errors
         if self._shared:
             self._kernel = loader.read_stats(self._shared["stats"])
         if not self._iterating:
@@ -160,9 +160,10 @@ class EbpfSource:
         self._shared = None
 
     def _close_ring(self) -> None:
-        if self._ring is not None:
-            self._ring.close()
-            self._ring = None
+        with self._ring_lock:  # stop() and a finishing batches() may race here
+            if self._ring is not None:
+                self._ring.close()
+                self._ring = None
 
 
 @dataclass
