@@ -229,6 +229,7 @@ def _conversations(store: Store) -> dict[tuple[str, str, int, str, int], Record]
 @pytest.mark.parametrize("l4", ["tcp", "udp"])
 def test_conversations_match_tshark(l4: str, lab_pcap: LabPcap, truth: Truth, store: Store) -> None:
     """Packets, payload bytes, retransmissions and RSTs per direction, per connection."""
+    assert len({c.key for c in truth.convs}) == len(truth.convs), "a 5-tuple was reused: conversations ambiguous"
     expected = {c.key: {"tx_packets": c.c2s_packets, "rx_packets": c.s2c_packets, "tx_bytes": c.c2s_bytes,
                         "rx_bytes": c.s2c_bytes, "tx_retrans": c.c2s_retrans, "rx_retrans": c.s2c_retrans,
                         "tx_rst": c.c2s_rst, "rx_rst": c.s2c_rst, "packets": c.c2s_packets + c.s2c_packets}
