@@ -13,7 +13,7 @@ dig, tcpdump), so the lab must be reproducible, isolated and leave nothing behin
 Offloads are turned off on every veth by default so tcpdump sees wire-sized segments
 (see FACTS.md: GSO super-packets otherwise).
 
-Run as a script, this file is also the lab's pipelining HTTP client (see `pipeline`):
+Run as a script, this file is also the lab's pipelining HTTP client (see `pipelined`):
 `ip netns exec NS python3 lab.py pipeline HOST PORT METHOD:TARGET...`.
 """
 
