@@ -26,6 +26,9 @@ from bpfnetlog.capture.ebpf.ringbuf import RingReader
 from bpfnetlog.capture.errors import CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, CaptureError, require_caps
 from bpfnetlog.packets import PacketBatch, SourceStats
 
+# A batch smaller than this makes the reader pause COALESCE_S before the next one.
+COALESCE_RECORDS, COALESCE_S = 4096, 0.005
+
 
 @dataclass
 class FlowCounters:
@@ -112,6 +115,8 @@ class EbpfSource:
                     yield PacketBatch.empty(self.nics.snapshot())
                     continue
                 recs, payload, pay_off = self._ring.read()
+                if len(recs) < COALESCE_RECORDS:
+                    time.sleep(COALESCE_S)  # let the ring fill: per-batch costs dwarf per-record ones
                 if len(recs):
                     batch = to_batch(recs, payload, pay_off, self.nics, self._frames)
                     self._frames += len(recs)
