@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -27,6 +28,8 @@ from bpfnetlog.capture.ebpf.libbpf import (
     check,
     lib,
 )
+from bpfnetlog.capture.ebpf.loader import NetlogObject
+from bpfnetlog.capture.ebpf.netns import Link
 
 CLSACT_HANDLE = 0x6E6C6F67  # "nlog": recognisably ours in `tc filter show`
 CLSACT_PRIO = 0xB9F1
@@ -47,6 +50,11 @@ class Attachment:
     direction: int
     link_fd: int = -1  # tcx
     created_qdisc: bool = False  # clsact: we made the qdisc, so we remove it
+
+    @property
+    def needs_netns(self) -> bool:
+        """A tcx link is closed from anywhere; a clsact filter is found by ifindex, per namespace."""
+        return self.link_fd < 0
 
     def detach(self) -> None:
         if self.link_fd >= 0:
@@ -123,3 +131,41 @@ def remove_stale(ifindex: int) -> int:
     if removed and not _has_filters(ifindex):
         lib.bpf_tc_hook_destroy(ctypes.byref(_hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)))
     return removed
+
+
+class TcAttacher:
+    """Follower strategy for eBPF: one program copy per namespace, both tc hooks per link."""
+
+    def __init__(self, load: Callable[[int], NetlogObject], mode: str):
+        self._load = load
+        self.mode = mode  # "auto" until the first attach decides "tcx" or "clsact"
+        self.stale_removed = 0
+
+    def open_ns(self, netns_id: int) -> NetlogObject:
+        return self._load(netns_id)
+
+    def close_ns(self, obj: NetlogObject) -> None:
+        obj.close()
+
+    def attach(self, obj: NetlogObject, link: Link, netns_id: int, nic_index: int) -> list[Attachment]:
+        self.stale_removed += remove_stale(link.ifindex)
+        atts: list[Attachment] = []
+        try:
+            for direction in (1, 2):
+                atts.append(self._attach_one(obj.prog_fd(direction, link.l3), link.ifindex, direction))
+        except OSError:
+            for a in atts:
+                a.detach()
+            raise
+        return atts
+
+    def _attach_one(self, prog_fd: int, ifindex: int, direction: int) -> Attachment:
+        if self.mode in ("auto", "tcx"):
+            a = attach_tcx(prog_fd, ifindex, direction)
+            if a is not None:
+                self.mode = "tcx"
+                return a
+            if self.mode == "tcx":
+                raise OSError(errno.EOPNOTSUPP, "this kernel has no tcx links (Linux >= 6.6); use attach mode clsact or auto")
+            self.mode = "clsact"
+        return attach_clsact(prog_fd, ifindex, direction)

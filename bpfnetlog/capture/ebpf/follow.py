@@ -11,31 +11,49 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from bpfnetlog.capture.ebpf import attach, netns
-from bpfnetlog.capture.ebpf.attach import Attachment
-from bpfnetlog.capture.ebpf.loader import NetlogObject
+from bpfnetlog.capture.ebpf import netns
 from bpfnetlog.capture.ebpf.netns import Link, Netns
 from bpfnetlog.packets import Nic
+
+
+class Hook(Protocol):
+    """Something attached to one link; `needs_netns`: detach() must run inside its namespace."""
+
+    needs_netns: bool
+
+    def detach(self) -> None: ...
+
+
+class Attacher(Protocol):
+    """What a backend does per namespace and per link (eBPF: tc hooks; AF_PACKET: sockets)."""
+
+    mode: str
+
+    def open_ns(self, netns_id: int) -> Any: ...
+
+    def attach(self, ns_handle: Any, link: Link, netns_id: int, nic_index: int) -> list[Hook]: ...
+
+    def close_ns(self, ns_handle: Any) -> None: ...
 
 
 @dataclass
 class _NsState:
     ns: Netns
     netns_id: int
-    obj: NetlogObject
-    links: dict[int, tuple[Link, list[Attachment]]] = field(default_factory=dict)
+    handle: Any
+    links: dict[int, tuple[Link, list[Hook]]] = field(default_factory=dict)
 
 
 class Follower(threading.Thread):
     """Attach/detach loop; `ready` is set after the first scan (its error, if any, in `error`)."""
 
-    def __init__(self, load: Callable[[int], NetlogObject], on_nic: Callable[[int, Nic], None],
-                 ifaces: list[str] | None, namespaces: list[str] | None, mode: str, interval_s: float):
+    def __init__(self, attacher: Attacher, on_nic: Callable[[int, Nic], int],
+                 ifaces: list[str] | None, namespaces: list[str] | None, interval_s: float):
         super().__init__(name="bpfnetlog-follow", daemon=True)
-        self._load, self._on_nic = load, on_nic
+        self._attacher, self._on_nic = attacher, on_nic
         self._ifaces, self._namespaces = ifaces, namespaces
-        self.mode = mode  # "auto" until the first attach decides "tcx" or "clsact"
         self._interval = interval_s
         self._state: dict[int, _NsState] = {}
         self._next_id = 1
@@ -44,7 +62,6 @@ class Follower(threading.Thread):
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.errors: list[str] = []  # per-interface failures, reported once each
-        self.stale_removed = 0
 
     def run(self) -> None:
         try:
@@ -91,14 +108,14 @@ class Follower(threading.Thread):
         if st is None:
             if not wanted:
                 return
-            st = _NsState(ns, self._next_id, self._load(self._next_id))
+            st = _NsState(ns, self._next_id, self._attacher.open_ns(self._next_id))
             self._next_id += 1
             with self._lock:
                 self._state[ns.ino] = st
-        for ifindex, (old, atts) in list(st.links.items()):
-            if wanted.get(ifindex, None) is None or wanted[ifindex].name != old.name:
-                for a in atts:
-                    a.detach()
+        for ifindex, (old, hooks) in list(st.links.items()):
+            if ifindex not in wanted or wanted[ifindex].name != old.name:
+                for h in hooks:
+                    h.detach()
                 with self._lock:
                     del st.links[ifindex]
         for ifindex, link in wanted.items():
@@ -106,40 +123,23 @@ class Follower(threading.Thread):
                 self._attach(st, link)
 
     def _attach(self, st: _NsState, link: Link) -> None:
-        self.stale_removed += attach.remove_stale(link.ifindex)
-        atts: list[Attachment] = []
-        try:
-            for direction in (1, 2):
-                atts.append(self._attach_one(st.obj.prog_fd(direction, link.l3), link.ifindex, direction))
-        except OSError as e:
-            for a in atts:
-                a.detach()
-            self._note(f"{st.ns.label}/{link.name}: {e}")
-            return
         nic = Nic(name=link.name, mac=link.mac, ifindex=link.ifindex, netns=st.ns.label,
                   virtual=link.virtual, host_network=st.ns.host)
-        self._on_nic(st.netns_id, nic)
+        try:
+            hooks = self._attacher.attach(st.handle, link, st.netns_id, self._on_nic(st.netns_id, nic))
+        except OSError as e:
+            self._note(f"{st.ns.label}/{link.name}: {e}")
+            return
         with self._lock:
-            st.links[link.ifindex] = (link, atts)
-
-    def _attach_one(self, prog_fd: int, ifindex: int, direction: int) -> Attachment:
-        if self.mode in ("auto", "tcx"):
-            a = attach.attach_tcx(prog_fd, ifindex, direction)
-            if a is not None:
-                self.mode = "tcx"
-                return a
-            if self.mode == "tcx":
-                raise OSError("this kernel has no tcx links (Linux >= 6.6); use attach mode clsact or auto")
-            self.mode = "clsact"
-        return attach.attach_clsact(prog_fd, ifindex, direction)
+            st.links[link.ifindex] = (link, hooks)
 
     def _release_ns(self, st: _NsState, inside: bool) -> None:
-        """Detach everything of one namespace; clsact filters only from inside it (ifindex is per-ns)."""
-        for _, atts in st.links.values():
-            for a in atts:
-                if a.link_fd >= 0 or inside:
-                    a.detach()
-        st.obj.close()
+        """Detach everything of one namespace; hooks that need it only from inside (ifindex is per-ns)."""
+        for _, hooks in st.links.values():
+            for h in hooks:
+                if inside or not h.needs_netns:
+                    h.detach()
+        self._attacher.close_ns(st.handle)
         with self._lock:
             self._state.pop(st.ns.ino, None)
 

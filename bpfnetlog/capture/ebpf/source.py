@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bpfnetlog.capture.ebpf import loader
+from bpfnetlog.capture.ebpf.attach import TcAttacher
 from bpfnetlog.capture.ebpf.convert import NicTable, to_batch
 from bpfnetlog.capture.ebpf.filter import compile_filter
 from bpfnetlog.capture.ebpf.follow import Follower
@@ -79,8 +80,8 @@ class EbpfSource:
         self._shared = dict(self._first.map_fds)
         self._fill_filter()
         self._ring = RingReader(self._shared["ring"], self._ring_bytes)
-        self._follower = Follower(self._load, self.nics.add, self._ifaces, self._netns, self._attach_mode,
-                                  self._rescan_s)
+        self._attacher = TcAttacher(self._load, self._attach_mode)
+        self._follower = Follower(self._attacher, self.nics.add, self._ifaces, self._netns, self._rescan_s)
         self._follower.start()
         self._follower.ready.wait()
         if self._follower.error is not None:
@@ -136,8 +137,8 @@ class EbpfSource:
             source="ebpf", packets=self._received, decoded=self._received, skipped=int(k[STAT_SKIPPED]),
             dropped=int(k[STAT_RING_DROP]), errors=list(f.errors) if f else [], kernel_seen=int(k[STAT_SEEN]),
             kernel_sent=int(k[STAT_SENT]), filtered=int(k[STAT_FILTERED]),
-            nics_attached=len(f.attached()) if f else 0, attach_mode=f.mode if f else "",
-            stale_removed=f.stale_removed if f else 0,
+            nics_attached=len(f.attached()) if f else 0, attach_mode=self._attacher.mode if f else "",
+            stale_removed=self._attacher.stale_removed if f else 0,
         )
 
     def flow_counters(self) -> FlowCounters:
