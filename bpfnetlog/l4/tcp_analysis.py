@@ -93,7 +93,8 @@ S_FIN_END = 12  # unwrapped seq just after the FIN, 0 if no FIN
 S_WSCALE = 13  # window scale from the SYN, -1 if none
 S_HIST_BITS = 14
 S_FIN_ACKED = 15  # the other side acknowledged this side's FIN
-NS = 16
+S_MAXSEQ_TBA = 16  # Wireshark's maxseqtobeacked: highest contiguous seq expected to be acked
+NS = 17
 
 SEQ_BASE = 1 << 33  # unwrapped sequence numbers start here so they never go negative
 
@@ -239,13 +240,23 @@ def analyze_batch(
         ):
             if win == sd[slot, s, S_WIN]:
                 bits |= A_DUP_ACK
-                sd[slot, s, S_DUP_ACKS] += 1
+                # -1 (after an "ACKed unseen segment") counts as the first dup ACK, as in Wireshark
+                sd[slot, s, S_DUP_ACKS] = 1 if sd[slot, s, S_DUP_ACKS] < 0 else sd[slot, s, S_DUP_ACKS] + 1
             else:
                 bits |= A_WIN_UPDATE
-        if ackf and sd[slot, o, S_HAS_SEQ] and _unwrap(sd[slot, o, S_NEXT_SEQ], np.int64(ack_in[i])) > sd[slot, o, S_NEXT_SEQ]:
-            bits |= A_ACK_UNSEEN
+        if np.int64(ack_in[i]) != sd[slot, s, S_LAST_ACK]:  # only a new ack number ends a dup ACK run
+            sd[slot, s, S_DUP_ACKS] = 0
+        if ackf and sd[slot, o, S_MAXSEQ_TBA] and _unwrap(sd[slot, o, S_NEXT_SEQ], np.int64(ack_in[i])) > sd[slot, o, S_MAXSEQ_TBA]:
+            if sd[slot, o, S_MAXSEQ_TBA] > sd[slot, o, S_NEXT_SEQ]:
+                sd[slot, o, S_MAXSEQ_TBA] = sd[slot, o, S_NEXT_SEQ]
+                bits |= A_ACK_UNSEEN
+            else:
+                if sd[slot, o, S_DUP_ACKS] == 0:
+                    bits |= A_ACK_UNSEEN
+                sd[slot, o, S_DUP_ACKS] = -1
         if (
             (seglen > 0) and has_seq and useq < nxt and not (bits & A_KEEP_ALIVE)
+            and not (plen > 1 and useq == nxt - 1)  # new data after a zero window probe
         ):
             if (
                 sd[slot, o, S_DUP_ACKS] >= 2 and sd[slot, o, S_LAST_ACK] == raw
@@ -263,9 +274,6 @@ def analyze_batch(
             if sd[slot, s, S_PROBE_ON] and useq < sd[slot, s, S_PROBE_END]:
                 sd[slot, s, S_PROBE_ON] = 0  # Karn: no RTT sample across a retransmission
 
-        if not (bits & A_DUP_ACK):
-            sd[slot, s, S_DUP_ACKS] = 0
-
         # sequence bookkeeping
         end = useq + seglen
         if (not has_seq) or (end > nxt and not (bits & A_ZERO_WIN_PROBE)):
@@ -276,10 +284,12 @@ def analyze_batch(
                 sd[slot, s, S_PROBE_ON] = 1
                 sd[slot, s, S_PROBE_END] = end
                 sd[slot, s, S_PROBE_TS] = ts
+        if (useq == sd[slot, s, S_MAXSEQ_TBA] or not sd[slot, s, S_MAXSEQ_TBA]) and not (bits & A_ZERO_WIN_PROBE):
+            sd[slot, s, S_MAXSEQ_TBA] = sd[slot, s, S_NEXT_SEQ]
+        sd[slot, s, S_LAST_ACK] = np.int64(ack_in[i])
+        sd[slot, s, S_LAST_ACK_TS] = ts
         if ackf:
             sd[slot, s, S_HAS_ACK] = 1
-            sd[slot, s, S_LAST_ACK] = np.int64(ack_in[i])
-            sd[slot, s, S_LAST_ACK_TS] = ts
             if sd[slot, o, S_HAS_SEQ]:
                 uack = _unwrap(sd[slot, o, S_NEXT_SEQ], np.int64(ack_in[i]))
                 if uack > sd[slot, s, S_MAX_ACKED]:
