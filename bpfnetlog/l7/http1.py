@@ -7,25 +7,43 @@ join mid-stream or lose bytes, so a direction that is not in sync scans (with a
 C-level regex) for the next line that looks like a request or status line.
 Responses answer requests in FIFO order (pipelining); the parser keeps that
 queue itself because a response's framing depends on its request (HEAD, CONNECT).
+
+Truncated captures (snaplen) reach the parser as `gap(side, size)` with a known
+size right after the captured bytes of a segment: inside a body of known length
+(Content-Length, or a chunk whose size line was captured) the bytes are counted
+and the parser stays in sync, so the next message is found at its exact seq.
+A head cut by the snaplen still gives a message (start line and the header
+lines that were captured); its length runs until the next message found on
+that side (or the end of the connection), because its framing is unknown.
+
+Only the headers the records need are looked at (Content-Length,
+Transfer-Encoding, Host, User-Agent, traceparent, b3, X-B3-*, X-Request-Id);
+`req_headers` / `resp_headers` hold the header block itself as text: one
+"Name: value" line per header, lines joined by "\\n" (CR dropped), bytes that
+are not printable ASCII escaped as \\xNN (like `base.safe_text`), the value of
+every header whose name looks secret (auth, token, secret, passw, cookie,
+api-key) replaced by "[REDACTED]", and at most MAX_HEADERS_TEXT characters
+(then cut, ending with "\\n...[TRUNCATED]"). Parsed heads are memoized (a
+bounded dict keyed by the head's bytes), so repeated heads cost one lookup.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import deque
-from functools import lru_cache
 
 from .base import SEQ_MASK, Message, safe_text
 
 MAX_HEAD = 64 * 1024  # larger heads are treated as malformed (resync), never buffered further
 MAX_LINE = 8 * 1024  # request target / chunk-size line cap
-MAX_HEADERS = 128
-MAX_HEADERS_JSON = 4096  # chars of req_headers / resp_headers
+MAX_HEADERS_TEXT = 4096  # chars of req_headers / resp_headers
 MAX_VALUE = 1024
 MAX_WAITING = 1024  # requests awaiting a response, per connection
+HEAD_CACHE = 4096  # parsed heads kept (by their bytes); heads above HEAD_CACHE_BYTES are not kept
+HEAD_CACHE_BYTES = 2048
 REDACTED = "[REDACTED]"
-_SECRET = re.compile("auth|token|secret|passw|cookie|api-?_?key")
+TRUNCATED = "\n...[TRUNCATED]"
+_SECRET = re.compile(rb"auth|token|secret|passw|cookie|api-?_?key")
 
 _METHODS = (
     b"GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK|REPORT|SEARCH|PURGE"
@@ -39,6 +57,15 @@ _RESP_LINE = re.compile(_RESP)
 _SCAN = {0: _REQ_LINE, 1: _RESP_LINE, -1: re.compile(rb"(?:" + _REQ + rb"|" + _RESP + rb")")}  # by role
 RESYNC_TAIL = 1024  # bytes kept while unsynced, for a start line split across packets
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_NAMES = re.compile(rb"\n([^:\n]*):")  # header names, on b"\n" + the lower-cased header lines
+_CONTROL = bytes((*range(0x09), *range(0x0B, 0x0D), *range(0x0E, 0x20), 0x7F))  # all but LF and CR
+_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x0A), *range(0x0B, 0x20), 0x7F)}  # all but LF
+_VERSIONS = {b"1.0": "1.0", b"1.1": "1.1"}
+_WANTED = (
+    b"content-length", b"transfer-encoding", b"host", b"user-agent", b"traceparent", b"b3",
+    b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-request-id",
+)  # fmt: skip
+_TRACING = frozenset(_WANTED[4:])
 
 # Per-direction states.
 RESYNC, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, UNTIL_CLOSE, TUNNEL = range(9)
@@ -66,26 +93,41 @@ class _Half:
         self.marks: list[tuple[int, int]] = []  # (offset in buf, ts of the packet from there on)
         self.state = RESYNC
         self.remaining = 0  # body / chunk bytes still expected
-        self.msg: Message | None = None  # message being parsed
-        self.scan_from = 0  # head-end search resumes here
+        self.msg: Message | None = None  # message being parsed (RESYNC: a cut message running on)
+        self.scan_from = 0  # head-end search resumes here (offset in buf)
 
     def ts_at(self, off: int) -> int:
-        for start, ts in reversed(self.marks):
+        marks = self.marks
+        if len(marks) == 1:
+            return marks[0][1]
+        for start, ts in reversed(marks):
             if start <= off:
                 return ts
-        return self.marks[0][1]
+        return marks[0][1]
 
-    def consume(self, n: int) -> None:
-        if not n:
+    def keep(self, buf: bytes | bytearray, p: int) -> None:
+        """buf[p:] stays for the next feed (buf is h.buf or the data of this feed)."""
+        n = len(buf)
+        if p >= n:
+            if self.buf:
+                self.buf = bytearray()
+            self.seq = (self.seq + n) & SEQ_MASK
+            self.marks = []
+            self.scan_from = 0
             return
-        del self.buf[:n]
-        self.seq = (self.seq + n) & SEQ_MASK
-        self.scan_from = max(0, self.scan_from - n)
-        marks = self.marks
-        i = 0
-        while i + 1 < len(marks) and marks[i + 1][0] <= n:
-            i += 1
-        self.marks = [(max(0, o - n), ts) for o, ts in marks[i:]]
+        if buf is self.buf:
+            if p:
+                del buf[:p]
+        else:
+            self.buf = bytearray(buf[p:] if p else buf)
+        if p:
+            self.seq = (self.seq + p) & SEQ_MASK
+            self.scan_from = max(0, self.scan_from - p)
+            marks = self.marks
+            i = 0
+            while i + 1 < len(marks) and marks[i + 1][0] <= p:
+                i += 1
+            self.marks = [(max(0, o - p), ts) for o, ts in marks[i:]]
 
 
 class Http1Parser:
@@ -105,39 +147,66 @@ class Http1Parser:
     def feed(self, side: int, data: bytes, seq: int, ts: int) -> list[Message]:
         h = self._halves[side]
         out: list[Message] = []
-        if h.state == TUNNEL or not data:
+        state = h.state
+        if state == TUNNEL or not data:
             return out
-        if not h.buf and h.state in _COUNTING:  # fast path: body bytes are only counted
-            used = self._count(h, len(data), ts, out)
-            if used == len(data):
-                return out
-            data, seq = data[used:], (seq + used) & SEQ_MASK
-        if not h.buf:
-            h.seq, h.marks = seq, [(0, ts)]
-        else:
+        if h.buf:
             h.marks.append((len(h.buf), ts))
-        h.buf += data
-        self._parse(side, h, out)
+            h.buf += data
+            buf = h.buf
+        else:
+            if state in _COUNTING:  # fast path: body bytes are only counted
+                used = self._count(h, len(data), ts, out)
+                if used == len(data):
+                    return out
+                data, seq = data[used:], (seq + used) & SEQ_MASK
+            buf = data
+            h.seq, h.marks, h.scan_from = seq, [(0, ts)], 0
+        h.keep(buf, self._parse(side, h, buf, out))
         return out
 
     def gap(self, side: int, size: int) -> list[Message]:
+        """`size` bytes (-1: unknown) missing: lost, or not captured (snaplen)."""
         h = self._halves[side]
         out: list[Message] = []
-        if h.state in (UNTIL_CLOSE, TUNNEL) and size >= 0 and h.msg is not None:
-            h.msg.length += size
-        elif h.state in (BODY, CHUNK_DATA) and 0 <= size <= h.remaining:
-            # The hole is inside a body of known size: skip it and stay in sync.
-            self._count(h, size, h.msg.ts_end if h.msg else 0, out)
-        elif h.state != TUNNEL:
-            self._end(h, out)
-            h.state = RESYNC
-            h.buf.clear()
-            h.marks = []
+        state = h.state
+        if state == TUNNEL:
+            return out
+        if size >= 0:
+            if state == UNTIL_CLOSE:
+                if h.msg is not None:
+                    h.msg.length += size
+                return out
+            if state in (BODY, CHUNK_DATA) and not h.buf:
+                # The hole starts inside a body of known size: count it and stay in sync.
+                take = self._count(h, size, h.msg.ts_end, out)
+                size -= take
+                if not size:
+                    return out
+                if h.state == CHUNK_END:  # the chunk's CRLF and what follows are unknown
+                    self._end(h, out)
+                h.state = RESYNC
+                h.keep(b"", 0)
+                return out
+            if state == RESYNC and h.msg is not None:  # the rest of a cut head's message
+                h.msg.length += len(h.buf) + size
+                h.keep(b"", 0)
+                return out
+            if state == HEAD and h.buf and self._cut_head(side, h, size, out):
+                return out
+        if h.msg is not None and h.state == RESYNC:
+            h.msg.length += len(h.buf)
+        self._end(h, out)
+        h.state = RESYNC
+        h.buf = bytearray()
+        h.marks = []
         return out
 
     def close(self, ts: int) -> list[Message]:
         out: list[Message] = []
         for h in self._halves:
+            if h.msg is not None and h.state == RESYNC:
+                h.msg.length += len(h.buf)
             self._end(h, out)
             h.state = TUNNEL
         return out
@@ -152,7 +221,7 @@ class Http1Parser:
                 msg.length += n
                 msg.ts_end = ts
             return n
-        take = min(n, h.remaining)
+        take = n if n < h.remaining else h.remaining
         h.remaining -= take
         msg.length += take
         msg.ts_end = ts
@@ -163,139 +232,141 @@ class Http1Parser:
                 h.state = CHUNK_END
         return take
 
-    def _parse(self, side: int, h: _Half, out: list[Message]) -> None:
-        buf = h.buf
+    def _parse(self, side: int, h: _Half, buf: bytes | bytearray, out: list[Message]) -> int:
+        """Parses buf (h.buf, or the data of this feed when nothing was kept); returns bytes used."""
         p = 0
-        while p < len(buf):
+        n = len(buf)
+        while p < n:
             state = h.state
-            if state in _COUNTING:
-                n = len(buf) - p if state in (UNTIL_CLOSE, TUNNEL) else min(h.remaining, len(buf) - p)
-                p += self._count(h, n, h.ts_at(p + n - 1), out)
-            elif state == RESYNC:
-                h.consume(p)
-                p = 0
-                m = _SCAN[self._role(side)].search(buf)
-                if m is None:
-                    h.consume(max(0, len(buf) - RESYNC_TAIL))
-                    return
-                h.consume(m.start())
-                h.state, h.scan_from = HEAD, 0
-            elif state == HEAD:
-                m = _HEAD_END.search(buf, max(p, h.scan_from))
-                if m is None:
-                    if len(buf) - p > MAX_HEAD:
-                        p = self._malformed(h, p, out)
+            if state == HEAD:
+                end = _head_end(buf, p if p > h.scan_from else h.scan_from)
+                if end < 0:
+                    if n - p > MAX_HEAD:
+                        p = self._malformed(h, buf, p, out)
                         continue
-                    h.scan_from = max(p, len(buf) - 3)
+                    h.scan_from = max(p, n - 3)
                     break
-                if not self._head(side, h, p, m.end(), out):
-                    p = self._malformed(h, p, out)
+                if not self._head(side, h, buf, p, end, out):
+                    p = self._malformed(h, buf, p, out)
                     continue
-                p = m.end()
+                p = end
+            elif state in _COUNTING:
+                k = n - p if state in (UNTIL_CLOSE, TUNNEL) else min(h.remaining, n - p)
+                p += self._count(h, k, h.ts_at(p + k - 1), out)
+            elif state == RESYNC:
+                m = _SCAN[self._role(side)].search(buf, p)
+                if m is None:
+                    keep = max(p, n - RESYNC_TAIL)
+                    if h.msg is not None:
+                        h.msg.length += keep - p
+                    p = keep
+                    break
+                if h.msg is not None:  # a cut head's message ends where the next one starts
+                    h.msg.length += m.start() - p
+                    if m.start() > p:
+                        h.msg.ts_end = h.ts_at(m.start() - 1)
+                    self._end(h, out)
+                p = m.start()
+                h.state, h.scan_from = HEAD, p
             elif state == CHUNK_SIZE:
                 nl = buf.find(b"\n", p)
                 if nl < 0:
-                    if len(buf) - p > MAX_LINE:
-                        p = self._malformed(h, p, out)
+                    if n - p > MAX_LINE:
+                        p = self._malformed(h, buf, p, out)
                         continue
                     break
                 size = _chunk_size(buf[p:nl])
                 if size < 0:
-                    p = self._malformed(h, p, out)
+                    p = self._malformed(h, buf, p, out)
                     continue
                 h.msg.length += nl + 1 - p
                 p = nl + 1
                 h.remaining = size
                 h.state = CHUNK_DATA if size else TRAILERS
             elif state == CHUNK_END:
-                n = 2 if buf.startswith(b"\r\n", p) else 1 if buf.startswith(b"\n", p) else 0
-                if not n:
-                    if len(buf) - p < 2 and buf[p] == 0x0D:
+                k = 2 if buf.startswith(b"\r\n", p) else 1 if buf.startswith(b"\n", p) else 0
+                if not k:
+                    if n - p < 2 and buf[p] == 0x0D:
                         break
-                    p = self._malformed(h, p, out)
+                    p = self._malformed(h, buf, p, out)
                     continue
-                h.msg.length += n
-                p += n
+                h.msg.length += k
+                p += k
                 h.state = CHUNK_SIZE
             else:  # TRAILERS: an empty line, or trailer fields up to an empty line
-                n = 2 if buf.startswith(b"\r\n", p) else 1 if buf.startswith(b"\n", p) else 0
-                if not n:
+                k = 2 if buf.startswith(b"\r\n", p) else 1 if buf.startswith(b"\n", p) else 0
+                if not k:
                     m = _HEAD_END.search(buf, p)
                     if m is None:
-                        if len(buf) - p > MAX_HEAD:
-                            p = self._malformed(h, p, out)
+                        if n - p > MAX_HEAD:
+                            p = self._malformed(h, buf, p, out)
                             continue
                         break
-                    n = m.end() - p
-                h.msg.length += n
-                p += n
+                    k = m.end() - p
+                h.msg.length += k
+                p += k
                 h.msg.ts_end = h.ts_at(p - 1)
                 self._end(h, out)
-        h.consume(min(p, len(buf)))
+        return p
 
     def _role(self, side: int) -> int:
         return -1 if self.client_side < 0 else 0 if side == self.client_side else 1
 
-    def _malformed(self, h: _Half, p: int, out: list[Message]) -> int:
+    def _malformed(self, h: _Half, buf: bytes | bytearray, p: int, out: list[Message]) -> int:
         """Ends the current message where it broke, skips the bad line, resyncs; new parse position."""
         self.malformed += 1
         self._end(h, out)
-        nl = h.buf.find(b"\n", p)
-        h.consume(len(h.buf) if nl < 0 else nl + 1)
+        nl = buf.find(b"\n", p)
         h.state = RESYNC
-        return 0
+        return len(buf) if nl < 0 else nl + 1
 
     def _end(self, h: _Half, out: list[Message]) -> None:
         msg = h.msg
         if msg is not None:
             msg.complete = True
-            if msg not in out:
+            if not out or out[-1] is not msg and msg not in out:
                 out.append(msg)
             h.msg = None
         if h.state != TUNNEL:
             h.state = HEAD
 
-    def _head(self, side: int, h: _Half, start: int, end: int, out: list[Message]) -> bool:
+    def _head(self, side: int, h: _Half, buf: bytes | bytearray, start: int, end: int, out: list[Message]) -> bool:
         """Parses the head in buf[start:end]; False if it is not a valid head."""
-        buf = h.buf
         role = self._role(side)
-        req = _REQ_LINE.match(buf, start) if role != 1 else None
-        resp = None if req or role == 0 else _RESP_LINE.match(buf, start)
-        line = req or resp
-        headers = _headers(bytes(buf[line.end() : end])) if line else None
-        if headers is None:
-            return False
+        raw = bytes(buf[start:end])
+        head = _CACHE.get(raw)
+        if head is None or (role == 0 and not head[0]) or (role == 1 and head[0]):
+            head = _parse_head(raw, role)
+            if head is None:
+                return False
+            if len(raw) <= HEAD_CACHE_BYTES:
+                if len(_CACHE) >= HEAD_CACHE:
+                    _CACHE.clear()
+                _CACHE[raw] = head
+        return self._start(side, h, head, start, end, out)
+
+    def _start(self, side: int, h: _Half, head: tuple, start: int, end: int, out: list[Message]) -> bool:
+        is_req, word, fields, te, cl = head
         if self.client_side < 0:
-            self.client_side = side if req else 1 - side
-        if req:
-            method = req[1].decode()
+            self.client_side = side if is_req else 1 - side
+        if is_req:
             self._n += 1
             key: int | None = self._n
             if len(self._waiting) >= MAX_WAITING:
                 self._waiting.popleft()
-            self._waiting.append((self._n, method))
-            fields = _request_fields(method, req[2], req[3], headers)
+            self._waiting.append((key, word))
+            framing = _framing(te, cl, word, None)
         else:
-            code = int(resp[2])
-            if 100 <= code < 200 and code != 101:
+            if 100 <= word < 200 and word != 101:
                 h.state = HEAD  # interim (100 Continue, 103 ...): the final response follows
                 return True
             key, method = self._waiting.popleft() if self._waiting else (None, "")
-            fields = _response_fields(code, resp[1], headers)
-        framing = _framing(headers, method, fields.get("http_status_code"))
+            framing = _framing(te, cl, method, word)
         if framing is None:
             return False
         h.state, h.remaining = framing
-        h.msg = msg = Message(
-            is_request=req is not None,
-            side=side,
-            seq=(h.seq + start) & SEQ_MASK,
-            ts_start=h.ts_at(start),
-            ts_end=h.ts_at(end - 1),
-            length=end - start,
-            fields=fields,
-            key=key,
-        )
+        h.msg = msg = Message(is_req, side, (h.seq + start) & SEQ_MASK, h.ts_at(start), h.ts_at(end - 1),
+                              end - start, fields.copy(), key)  # fmt: skip
         out.append(msg)
         if h.state == TUNNEL:  # CONNECT accepted or 101: the rest is another protocol
             self._halves[1 - side].state = TUNNEL
@@ -304,42 +375,124 @@ class Http1Parser:
             self._end(h, out)
         return True
 
+    def _cut_head(self, side: int, h: _Half, size: int, out: list[Message]) -> bool:
+        """The rest of the buffered head was not captured: a message from what was (start line needed)."""
+        buf = h.buf
+        last = buf.rfind(b"\n")
+        role = self._role(side)
+        head = _parse_head(bytes(buf[: last + 1]) + b"\n", role) if last > 0 else None
+        if head is None:
+            return False
+        is_req, word, fields, _, _ = head
+        if not is_req and 100 <= word < 200:
+            return False
+        n = len(buf)
+        if not self._start(side, h, (is_req, word, fields, None, None), 0, n, out):
+            return False
+        msg = h.msg
+        if msg is None:  # ended at once (a request without body): it may run on, unknown
+            msg = h.msg = out[-1]
+            msg.complete = False
+        msg.length = n + size
+        h.state = RESYNC
+        h.keep(buf, n)
+        return True
 
-def _headers(block: bytes | bytearray) -> dict[str, bytes] | None:
-    """Header block -> {lower-case name: value}; duplicates joined by ", ". None if invalid."""
-    headers: dict[str, bytes] = {}
-    for line in block.split(b"\n"):
-        line = line.rstrip(b"\r")
-        if not line:
-            continue
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name[-1:] in b" \t":
+
+_CACHE: dict[bytes, tuple] = {}
+
+
+def _head_end(buf: bytes | bytearray, p: int) -> int:
+    """Offset right after the empty line that ends the head starting before p; -1 if not there yet."""
+    i = buf.find(b"\n\r\n", p)
+    j = buf.find(b"\n\n", p, i if i >= 0 else len(buf))
+    if j >= 0:
+        return j + 2
+    return i + 3 if i >= 0 else -1
+
+
+def _parse_head(raw: bytes, role: int) -> tuple | None:
+    """(is_request, method or status code, fields, transfer-encoding, content-length); None if invalid."""
+    req = _REQ_LINE.match(raw) if role != 1 else None
+    resp = None if req or role == 0 else _RESP_LINE.match(raw)
+    line = req or resp
+    if line is None:
+        return None
+    block = raw[line.end() :].rstrip(b"\r\n")
+    headers = _Headers(block)
+    if not headers.valid:
+        return None
+    te, cl = headers.get(b"transfer-encoding"), headers.get(b"content-length")
+    if req:
+        method = req[1].decode()
+        return True, method, _request_fields(method, req[2], req[3], headers), te, cl
+    code = int(resp[2])
+    return False, code, _response_fields(code, resp[1], headers), te, cl
+
+
+class _Headers:
+    """The header lines of a head: only the wanted ones are looked at."""
+
+    __slots__ = ("block", "lines", "clean", "index", "secrets", "valid")
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+        self.lines = lines = block.split(b"\n") if block else []
+        self.clean = block.isascii() and len(block.translate(None, _CONTROL)) == len(block)
+        names = _NAMES.findall(b"\n" + block.lower()) if block else []
+        self.valid = len(names) == len(lines) and all(n and n[-1] not in b" \t" for n in names)
+        self.index: dict[bytes, list[int]] = {}
+        self.secrets: list[int] = []
+        for i, name in enumerate(names):
+            if name in _WANTED_SET:
+                self.index.setdefault(name, []).append(i)
+            elif _SECRET.search(name):
+                self.secrets.append(i)
+
+    def get(self, name: bytes) -> bytes | None:
+        idx = self.index.get(name)
+        if idx is None:
             return None
-        if len(headers) >= MAX_HEADERS:
-            break
-        key = _header_name(name)
-        value = value.strip()
-        headers[key] = headers[key] + b", " + value if key in headers else value
-    return headers
+        values = [self.lines[i].partition(b":")[2].strip() for i in idx]
+        return values[0] if len(values) == 1 else b", ".join(values)
+
+    def text(self, raw: bytes) -> str:
+        return _text(raw, MAX_VALUE) if self.clean and b"\r" not in raw else safe_text(raw, MAX_VALUE)
+
+    def block_text(self) -> str:
+        """The header block as req_headers / resp_headers text (see the module docstring)."""
+        lines = self.lines
+        if self.secrets:
+            lines = list(lines)
+            for i in self.secrets:
+                lines[i] = lines[i].partition(b":")[0] + b": " + REDACTED.encode()
+        raw = b"\n".join(line[:-1] if line.endswith(b"\r") else line for line in lines)
+        if self.clean and b"\r" not in raw:
+            text = raw[: MAX_HEADERS_TEXT + 1].decode("ascii")
+        else:
+            text = raw[: MAX_HEADERS_TEXT + 1].decode("utf-8", "backslashreplace").translate(_ESCAPES)
+        return text if len(text) <= MAX_HEADERS_TEXT else text[:MAX_HEADERS_TEXT] + TRUNCATED
 
 
-@lru_cache(maxsize=4096)  # header names repeat on every message
-def _header_name(name: bytes) -> str:
-    return safe_text(name, 128).lower()
+_WANTED_SET = frozenset(_WANTED)
 
 
-def _framing(headers: dict[str, bytes], method: str, code: object) -> tuple[int, int] | None:
+def _text(raw: bytes, cap: int) -> str:
+    return raw.decode("ascii") if len(raw) <= cap else raw[:cap].decode("ascii") + "..."
+
+
+def _framing(te: bytes | None, cl: bytes | None, method: str, code: int | None) -> tuple[int, int] | None:
     """(state, body length) after a head (RFC 9112 section 6.3); None if the length is invalid."""
     if code is not None:  # response
         if method == "HEAD" or code in (204, 304):
             return BODY, 0
         if code == 101 or (method == "CONNECT" and 200 <= code < 300):
             return TUNNEL, 0
-    te = headers.get("transfer-encoding")
     if te is not None and te.rsplit(b",", 1)[-1].strip().lower() == b"chunked":
         return CHUNK_SIZE, 0
-    cl = headers.get("content-length")
     if cl is not None:
+        if cl.isdigit() and len(cl) <= 18:
+            return BODY, int(cl)
         values = {v.strip() for v in cl.split(b",")}
         if len(values) != 1:
             return None
@@ -359,13 +512,16 @@ def _chunk_size(line: bytes | bytearray) -> int:
         return -1
 
 
-def _request_fields(method: str, target: bytes, version: bytes, headers: dict[str, bytes]) -> dict[str, object]:
+def _request_fields(method: str, target: bytes, version: bytes, headers: _Headers) -> dict[str, object]:
     resource = safe_text(target, MAX_LINE)
     path = resource
     if "://" in path[:12]:  # absolute-form (proxies): keep the path part
         path = "/" + path.split("://", 1)[1].partition("/")[2]
     path = path.split("?", 1)[0]
-    host = safe_text(headers.get("host", b""), 256)
+    host = headers.get(b"host")
+    host = headers.text(host[:256]) + ("..." if len(host) > 256 else "") if host else ""
+    ua = headers.get(b"user-agent")
+    ua = headers.text(ua[:512]) + ("..." if len(ua) > 512 else "") if ua else ""
     fields: dict[str, object] = {
         "http_method": method,
         "request_type": method,
@@ -373,69 +529,57 @@ def _request_fields(method: str, target: bytes, version: bytes, headers: dict[st
         "request_resource": resource,
         "http_host": host,
         "request_domain": host,
-        "http_version": version.decode(),
-        "http_user_agent": safe_text(headers.get("user-agent", b""), 512),
-        "req_headers": headers_json(headers),
+        "http_version": _VERSIONS[version],
+        "http_user_agent": ua,
+        "req_headers": headers.block_text(),
     }
-    fields.update(trace_ids(headers))
+    if not _TRACING.isdisjoint(headers.index):
+        fields.update(trace_ids(headers.get))
     return fields
 
 
-def _response_fields(code: int, version: bytes, headers: dict[str, bytes]) -> dict[str, object]:
+def _response_fields(code: int, version: bytes, headers: _Headers) -> dict[str, object]:
     fields: dict[str, object] = {
         "http_status_code": code,
         "response_code": code,
         "response_status": response_status(code),
-        "http_version": version.decode(),
-        "resp_headers": headers_json(headers),
+        "http_version": _VERSIONS[version],
+        "resp_headers": headers.block_text(),
     }
-    if b := headers.get("x-request-id"):
+    if b := headers.get(b"x-request-id"):
         fields["x_request_id"] = safe_text(b, 256)
     return fields
 
 
-def trace_ids(headers: dict[str, bytes]) -> dict[str, str]:
+def trace_ids(get) -> dict[str, str]:
     """trace_id / parent_id / span_id / x_request_id from W3C traceparent, b3 or X-B3-*.
 
-    traceparent carries the caller's span, which is this request's parent_id;
-    B3 carries the span of the call itself (span_id) and its parent (parent_id).
+    `get(lower-case name as bytes)` gives a header's value or None. traceparent
+    carries the caller's span, which is this request's parent_id; B3 carries
+    the span of the call itself (span_id) and its parent (parent_id).
     """
     out: dict[str, str] = {}
-    if tp := headers.get("traceparent"):
+    if tp := get(b"traceparent"):
         parts = tp.split(b"-")
         if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
             out["trace_id"] = safe_text(parts[1], 32)
             out["parent_id"] = safe_text(parts[2], 16)
-    elif b3 := headers.get("b3"):
+    elif b3 := get(b"b3"):
         parts = b3.split(b"-")
         if len(parts) >= 2:
             out["trace_id"], out["span_id"] = safe_text(parts[0], 32), safe_text(parts[1], 16)
             if len(parts) >= 4:
                 out["parent_id"] = safe_text(parts[3], 16)
-    elif tid := headers.get("x-b3-traceid"):
+    elif tid := get(b"x-b3-traceid"):
         out["trace_id"] = safe_text(tid, 32)
-        for name, field in (("x-b3-spanid", "span_id"), ("x-b3-parentspanid", "parent_id")):
-            if value := headers.get(name):
+        for name, field in ((b"x-b3-spanid", "span_id"), (b"x-b3-parentspanid", "parent_id")):
+            if value := get(name):
                 out[field] = safe_text(value, 16)
-    if rid := headers.get("x-request-id"):
+    if rid := get(b"x-request-id"):
         out["x_request_id"] = safe_text(rid, 256)
     return out
 
 
 def is_secret(name: str) -> bool:
     """Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key, *token*, *secret*, ..."""
-    return _SECRET.search(name) is not None
-
-
-def headers_json(headers: dict[str, bytes]) -> str:
-    """JSON object of the headers, secrets redacted, at most MAX_HEADERS_JSON chars."""
-    kept: dict[str, str] = {}
-    size = 2
-    for name, value in headers.items():
-        text = REDACTED if is_secret(name) else safe_text(value, MAX_VALUE)
-        size += len(name) + len(text) + 6
-        if size > MAX_HEADERS_JSON:
-            kept["..."] = "[TRUNCATED]"
-            break
-        kept[name] = text
-    return json.dumps(kept, ensure_ascii=False)
+    return _SECRET.search(name.lower().encode("utf-8", "replace")) is not None
