@@ -36,15 +36,16 @@ class LiveSource:
 
     def __init__(self, backend: str = "auto", filter: str | None = None, ifaces: list[str] | None = None,
                  netns: list[str] | None = None, payload_snaplen: int = 1024, ring_bytes: int = 64 << 20,
-                 attach_mode: str = "auto", rescan_s: float = 1.0):
+                 afpacket_ring_bytes: int = 4 << 20, attach_mode: str = "auto", rescan_s: float = 1.0):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
         self.requested = backend
         self.backend = ""  # the one that runs, after start()
         self.notice = ""  # why auto fell back, for the CLI to print
         self._args = dict(filter=filter, ifaces=ifaces, netns=netns, payload_snaplen=payload_snaplen,
-                          ring_bytes=ring_bytes)
-        self._ebpf_args = dict(attach_mode=attach_mode, rescan_s=rescan_s)
+                          rescan_s=rescan_s)
+        self._ebpf_args = dict(ring_bytes=ring_bytes, attach_mode=attach_mode)  # one ring for all NICs
+        self._afpacket_args = dict(ring_bytes=afpacket_ring_bytes)  # per NIC, pinned kernel memory
         self._src: EbpfSource | None = None
         self._old_sigterm = None
 
@@ -61,7 +62,7 @@ class LiveSource:
         if self._src is None:
             from bpfnetlog.capture.afpacket import AfPacketSource
 
-            src = AfPacketSource(**self._args)
+            src = AfPacketSource(**self._args, **self._afpacket_args)
             src.start()
             self._src, self.backend = src, "afpacket"
         if threading.current_thread() is threading.main_thread():
