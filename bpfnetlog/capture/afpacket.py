@@ -199,6 +199,10 @@ class AfPacketSource:
         self._follower.ready.wait()
         if self._follower.error is not None:
             raise CaptureError(f"cannot open packet sockets: {self._follower.error}") from self._follower.error
+        if not self._follower.attached() and self._follower.errors:  # nothing matching yet is fine
+            errors = "; ".join(self._follower.errors)
+            self.stop()
+            raise CaptureError(f"AF_PACKET capture attached to no interface: {errors}")
         self._running = True
 
     def batches(self, timeout_s: float = 1.0) -> Iterator[PacketBatch]:

@@ -87,10 +87,6 @@ class Follower(threading.Thread):
         with self._lock:
             return [(s.ns, link) for s in self._state.values() for link, _ in s.links.values()]
 
-    def netns_of(self, netns_id: int) -> Netns | None:
-        with self._lock:
-            return next((s.ns for s in self._state.values() if s.netns_id == netns_id), None)
-
     def scan(self) -> None:
         found = netns.discover()
         if self._namespaces:
@@ -98,9 +94,12 @@ class Follower(threading.Thread):
         for ino in [i for i in self._state if i not in found]:
             self._release_ns(self._state[ino], inside=False)
         for ns in found.values():
-            with netns.entered(ns) as ok:
-                if ok:
-                    self._sync(ns, netns.links())
+            try:
+                with netns.entered(ns) as ok:
+                    if ok:
+                        self._sync(ns, netns.links())
+            except OSError as e:  # one namespace failing must not stop the others
+                self._note(f"{ns.label}: {e}")
 
     def _sync(self, ns: Netns, links: list[Link]) -> None:
         wanted = {l.ifindex: l for l in links if l.up and (not self._ifaces or l.name in self._ifaces)}

@@ -17,7 +17,7 @@ LIBBPF_PATHS = ("libbpf.so.1", "/usr/lib/x86_64-linux-gnu/libbpf.so.1")
 
 BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
-BPF_NOEXIST, BPF_ANY = 1, 0
+BPF_ANY = 0
 
 
 class BpfError(OSError):
@@ -86,7 +86,6 @@ for _name, _res, _args in [
     ("bpf_tc_query", _I, [ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts)]),
     ("bpf_map_update_elem", _I, [_I, _P, _P, ctypes.c_uint64]),
     ("bpf_map_lookup_elem", _I, [_I, _P, _P]),
-    ("bpf_map_delete_elem", _I, [_I, _P]),
     ("bpf_map_lookup_batch", _I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(BatchOpts)]),
     ("bpf_prog_get_fd_by_id", _I, [_U32]),
     ("bpf_obj_get_info_by_fd", _I, [_I, _P, ctypes.POINTER(_U32)]),

@@ -90,6 +90,10 @@ class EbpfSource:
             if isinstance(err, BpfError):
                 raise CaptureError(f"cannot attach the BPF programs: {err}") from err
             raise err
+        if not self._follower.attached() and self._follower.errors:  # nothing matching yet is fine
+            errors = "; ".join(self._follower.errors)
+            self.stop()
+            raise CaptureError(f"eBPF capture attached to no interface: {errors}")
         self._running = True
 
     def _load(self, netns_id: int) -> loader.NetlogObject:
