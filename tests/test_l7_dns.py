@@ -92,13 +92,33 @@ def test_tcp_messages_across_segments_and_two_in_one_segment():
 
 
 def test_tcp_gap_drops_the_cut_message_and_resyncs():
-    q1, q2 = query(qid=1), query("x.example", qid=2)
+    q1, q2, q3 = query(qid=1), query("x.example", qid=2), query("y.example", qid=3)
     p = DnsParser(tcp=True)
     w1 = tcp(q1.to_wire())
     assert p.feed(0, w1[:10], 0, 0) == []
-    assert p.gap(0, 5) == []
-    (m,) = p.feed(0, tcp(q2.to_wire()), 100, 1)
-    assert m.fields["dns_query"] == "x.example" and m.seq == 100
+    # A known-size hole inside the message (loss, or a capture that cut the segment):
+    # the message is lost but its end is known, so the next one is found exactly.
+    assert p.gap(0, 5) == [] and p.malformed == 1
+    (m,) = p.feed(0, w1[15:] + tcp(q2.to_wire()), 15, 1)
+    assert m.fields["dns_query"] == "x.example" and m.seq == len(w1)
+    # A hole of unknown size: the next segment is assumed to start a message.
+    p.feed(0, w1[:10], 500, 2)
+    assert p.gap(0, -1) == []
+    (m,) = p.feed(0, tcp(q3.to_wire()), 600, 3)
+    assert m.fields["dns_query"] == "y.example" and m.seq == 600
+
+
+def test_udp_datagram_cut_by_the_capture_keeps_header_and_question():
+    q = query("cut.example", "AAAA", qid=9)
+    big = answer(q, *[f"2001:db8::{i}" for i in range(40)])
+    p = DnsParser(tcp=False)
+    (m,) = p.datagram(1, big[:120], 5, len(big))
+    assert m.complete and not m.is_request and m.length == len(big) and m.key == (9, "cut.example")
+    assert (m.fields["dns_query"], m.fields["dns_qtype"], m.fields["dns_rcode"]) == ("cut.example", "AAAA", "NOERROR")
+    assert "dns_answers" not in m.fields and p.malformed == 1
+    assert p.datagram(1, big[:20], 6, len(big)) == []  # not even the question: counted, no message
+    assert p.malformed == 2
+    assert detect_udp(big[:120], 1) is not None
 
 
 def test_malformed_is_counted_not_raised():

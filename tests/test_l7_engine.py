@@ -35,9 +35,9 @@ class Conn:
             self.seq[side] = (self.seq[side] + len(data[i : i + (step or len(data))])) & 0xFFFFFFFF
         return first
 
-    def segment(self, side: int, seq: int, data: bytes, dt: int = MS, retrans: bool = False) -> None:
+    def segment(self, side: int, seq: int, data: bytes, dt: int = MS, retrans: bool = False) -> bool:
         self.ts += dt
-        self.eng.tcp_segment(self.id, side, seq, self.ts, data, retrans=retrans)
+        return self.eng.tcp_segment(self.id, side, seq, self.ts, data, retrans=retrans)
 
     def lose(self, side: int, n: int) -> None:
         self.seq[side] = (self.seq[side] + n) & 0xFFFFFFFF
@@ -283,7 +283,8 @@ def test_unknown_protocol_is_given_up_cheaply():
         c.send(0, b"\x16\x03\x01" + bytes(range(256)) * 16)
     assert eng.stats["unknown_conns"] == 1
     conn = eng._conns["c1"]
-    assert conn.ignored and conn.pre == [] and len(conn.packets[0]) == 0
+    assert conn.ignored and conn.pre == [] and conn.log == ([], [])
+    assert c.segment(0, c.seq[0], b"more") is False  # the caller may stop sending this connection
     eng.finish(c.ts)
     assert eng.take_records() == [] and eng.take_markers() == []
 

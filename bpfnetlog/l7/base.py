@@ -35,6 +35,7 @@ class Message:
     complete: bool = False
     traceid: str | None = None  # l7_traceid when TCP seqs cannot give one (UDP)
     tag: object = None  # the engine's bookkeeping; parsers never touch it
+    off: int = 0  # the engine's bookkeeping: stream offset of seq
 
 
 class Parser(Protocol):
@@ -49,11 +50,24 @@ class Parser(Protocol):
         ...
 
     def gap(self, side: int, size: int) -> list[Message]:
-        """`size` bytes (-1: unknown) are missing before the next feed of `side`."""
+        """`size` bytes (-1: unknown) are missing before the next feed of `side`.
+
+        A known size comes from loss the reassembler gave up on, or from a
+        truncated capture (snaplen): then the gap starts right after the bytes
+        of the last feed and the next feed starts right after it.
+        """
         ...
 
     def close(self, ts: int) -> list[Message]:
         """End of the connection: completes close-delimited and cut messages."""
+        ...
+
+
+class DatagramParser(Parser, Protocol):
+    """A parser of a datagram protocol (UDP): one call per datagram."""
+
+    def datagram(self, side: int, data: bytes, ts: int, length: int) -> list[Message]:
+        """One datagram; `length` is its size on the wire (> len(data) when the capture cut it)."""
         ...
 
 

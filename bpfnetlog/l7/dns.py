@@ -4,12 +4,20 @@ Decoding is dnspython's `from_wire`; this module only frames messages, checks
 that a header is plausible before trusting a parse (content detection), and
 turns a message into record fields. Anything dnspython rejects is counted as
 malformed and skipped.
+
+Truncated captures (snaplen): a datagram cut by the capture (`length` > the
+captured bytes) that dnspython cannot decode still gives a message from its
+header and question (id, QR, rcode, name, type; no answers), counted in
+`malformed`. Over TCP, a known-size gap inside a message (loss the reassembler
+gave up on, or an uncaptured tail) drops that message (malformed) but skips
+exactly its remaining bytes, so the next message is found at its length prefix.
 """
 
 from __future__ import annotations
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 
@@ -43,8 +51,24 @@ def _decode(wire: bytes) -> dns.message.Message | None:
         return None
 
 
+def _question(wire: bytes) -> tuple[int, int, int, str, int] | None:
+    """(id, flags, rcode, qname, qtype) from the header and first question of a cut message."""
+    if not _plausible(wire):
+        return None
+    try:
+        name, used = dns.name.from_wire(wire, 12)
+    except Exception:  # a cut or hostile name
+        return None
+    if len(wire) < 12 + used + 4:
+        return None
+    qtype = int.from_bytes(wire[12 + used : 14 + used], "big")
+    flags = int.from_bytes(wire[2:4], "big")
+    return int.from_bytes(wire[:2], "big"), flags, flags & 0xF, name.to_text(omit_final_dot=True), qtype
+
+
 def detect_udp(data: bytes, side: int) -> "DnsParser | None":
-    return DnsParser(tcp=False) if _plausible(data) and _decode(data) is not None else None
+    ok = _plausible(data) and (_decode(data) is not None or _question(data) is not None)
+    return DnsParser(tcp=False) if ok else None
 
 
 def detect_tcp(data: bytes, side: int) -> "DnsParser | None":
@@ -66,11 +90,24 @@ class DnsParser:
         self._buf = (bytearray(), bytearray())  # TCP: bytes of an unfinished message
         self._seq = [0, 0]  # raw seq of _buf[side][0]
         self._ts = [0, 0]  # ts of the packet that carried _buf[side][0]
+        self._skip = [0, 0]  # TCP: bytes of a cut message still to skip
+
+    def datagram(self, side: int, data: bytes, ts: int, length: int) -> list[Message]:
+        """One UDP datagram of `length` bytes on the wire, of which `data` was captured."""
+        msg = self._message(side, data, 0, ts, ts, max(length, len(data)), cut=length > len(data))
+        return [msg] if msg else []
 
     def feed(self, side: int, data: bytes, seq: int, ts: int) -> list[Message]:
         if not self._tcp:
             msg = self._message(side, data, 0, ts, ts, len(data))
             return [msg] if msg else []
+        skip = self._skip[side]
+        if skip:
+            if skip >= len(data):
+                self._skip[side] = skip - len(data)
+                return []
+            self._skip[side] = 0
+            data, seq = data[skip:], (seq + skip) & SEQ_MASK
         buf = self._buf[side]
         if not buf:
             self._seq[side], self._ts[side] = seq, ts
@@ -93,8 +130,20 @@ class DnsParser:
         return out
 
     def gap(self, side: int, size: int) -> list[Message]:
-        """Drop the cut message; the next segment is assumed to start a message."""
-        self._buf[side].clear()
+        """Drop the cut message and skip the rest of it when its size is known; else the next
+        segment is assumed to start a message."""
+        buf = self._buf[side]
+        if self._skip[side]:
+            if 0 <= size <= self._skip[side]:
+                self._skip[side] -= size
+                return []
+            self._skip[side] = 0
+        elif size >= 0 and len(buf) >= 2:
+            left = 2 + int.from_bytes(buf[:2], "big") - len(buf)
+            if size <= left:
+                self.malformed += 1
+                self._skip[side] = left - size
+        buf.clear()
         return []
 
     def close(self, ts: int) -> list[Message]:
@@ -102,11 +151,13 @@ class DnsParser:
             buf.clear()
         return []
 
-    def _message(self, side: int, wire: bytes, seq: int, ts0: int, ts1: int, length: int) -> Message | None:
+    def _message(
+        self, side: int, wire: bytes, seq: int, ts0: int, ts1: int, length: int, cut: bool = False
+    ) -> Message | None:
         msg = _decode(wire)
         if msg is None:
             self.malformed += 1
-            return None
+            return self._cut_message(side, wire, ts0, length) if cut else None
         is_request = not msg.flags & dns.flags.QR
         if self.client_side < 0:
             self.client_side = side if is_request else 1 - side
@@ -130,3 +181,23 @@ class DnsParser:
             )
         traceid = None if self._tcp else f"dns_{msg.id}_{qname}"
         return Message(is_request, side, seq, ts0, ts1, length, fields, (msg.id, qname.lower()), True, traceid)
+
+    def _cut_message(self, side: int, wire: bytes, ts: int, length: int) -> Message | None:
+        """A datagram the capture cut: header and question only."""
+        q = _question(wire)
+        if q is None:
+            return None
+        qid, flags, rcode, name, qtype = q
+        is_request = not flags & dns.flags.QR
+        if self.client_side < 0:
+            self.client_side = side if is_request else 1 - side
+        qname = safe_text(name.encode(), 512)
+        qtext = dns.rdatatype.to_text(qtype)
+        fields: dict[str, object] = dict(
+            dns_query=qname, dns_qtype=qtext, request_type=qtext, request_resource=qname, request_domain=qname
+        )
+        if not is_request:
+            fields.update(
+                dns_rcode=dns.rcode.to_text(rcode), response_code=rcode, response_status=response_status(rcode)
+            )
+        return Message(is_request, side, 0, ts, ts, length, fields, (qid, qname.lower()), True, f"dns_{qid}_{qname}")

@@ -1,15 +1,32 @@
 """The L7 stage as the pipeline sees it: packets of connections in, records and markers out.
 
 Per connection it keeps two reassemblers, a parser picked by content (never by
-port), the requests waiting for a response and a short log of the packets that
-may still be attributed to a message. Everything is bounded: connections (LRU),
-reorder buffers, detection buffers, waiting requests and the packet log.
+port), the requests waiting for a response and, per direction, a log of the
+packets that may still be attributed to a message. Everything is bounded:
+connections (LRU), reorder buffers, detection buffers, waiting requests and
+the packet logs.
+
+Truncated captures: `length` is a packet's payload size on the wire and
+`payload` the bytes that were captured (its first len(payload) bytes). The
+stream advances by `length`; the parser is told about the uncaptured tail as a
+known-size gap, and byte counts (request_length, response_length, tx/rx bytes)
+use `length`.
+
+`tcp_segment` and `udp_datagram` return False once the engine has given up on
+the connection (not a protocol it knows): every later packet of that
+connection would be dropped at once, so the caller may stop sending them.
+
+Packet accounting: each direction's log holds (start, end, retransmission) per
+packet in stream order; it is pruned below the oldest message of that
+direction that has no record yet, so attributing a message's packets looks at
+only the packets around it (O(packets) overall).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from bisect import bisect_left, insort
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from . import dns, http1
 from .base import Detector, Message, Parser
@@ -17,11 +34,13 @@ from .reassembly import Chunk, StreamReassembler
 
 TCP_DETECTORS: tuple[Detector, ...] = (http1.detect, dns.detect_tcp)
 UDP_DETECTORS: tuple[Detector, ...] = (dns.detect_udp,)
-DETECT_KEEP = 16 * 1024  # bytes per side kept while the protocol is unknown
-DETECT_GIVE_UP = 256 * 1024  # bytes after which an undetected TCP connection is ignored
+DETECT_KEEP = 16 * 1024  # captured bytes per side kept while the protocol is unknown
+DETECT_GIVE_UP = 256 * 1024  # stream bytes after which an undetected TCP connection is ignored
 DETECT_GIVE_UP_DATAGRAMS = 8
 MAX_WAITING = 1024  # requests without response per connection
 PACKET_LOG = 4096  # packets per direction kept for attributing them to messages
+_HTTP_HINT = b"HTTP/1."  # every HTTP/1 start line holds it; detection runs only once it was seen
+_MASK = 0xFFFFFFFF
 
 
 @dataclass(slots=True)
@@ -57,20 +76,22 @@ class Marker:
     ts: int = 0
 
 
-@dataclass(eq=False, slots=True)
 class _Exchange:
     """One l7_id: a request and, later, its response."""
 
-    l7_id: str
-    req: Message | None
-    conn: "_Conn"
-    done: bool = False
+    __slots__ = ("l7_id", "req", "conn", "done")
+
+    def __init__(self, l7_id: str, req: Message | None, conn: "_Conn") -> None:
+        self.l7_id = l7_id
+        self.req = req
+        self.conn = conn
+        self.done = False
 
 
 class _Conn:
     __slots__ = (
-        "id", "udp", "parser", "ignored", "reasm", "pre", "pre_bytes", "seen",
-        "n", "waiting", "inflight", "packets", "done_end", "malformed",
+        "id", "udp", "parser", "ignored", "reasm", "pre", "pre_bytes", "seen", "hint", "dns_checked",
+        "n", "waiting", "inflight", "log", "lo", "span", "done_end", "malformed",
     )  # fmt: skip
 
     def __init__(self, conn_id: str, udp: bool, stats: dict[str, int]) -> None:
@@ -82,10 +103,14 @@ class _Conn:
         self.pre: list[tuple[int, Chunk]] = []  # chunks delivered before detection
         self.pre_bytes = [0, 0]
         self.seen = 0  # bytes (TCP) or datagrams (UDP) offered to detection
+        self.hint = [b"", b""]  # per side: the last bytes seen, or None once _HTTP_HINT was seen
+        self.dns_checked = [False, False]
         self.n = 0  # l7_id counter
         self.waiting: dict[object, _Exchange] = {}  # key -> request without response yet
         self.inflight: dict[str, _Exchange] = {}  # l7_id -> request not yet in a record
-        self.packets: tuple[deque, deque] = (deque(maxlen=PACKET_LOG), deque(maxlen=PACKET_LOG))
+        self.log: tuple[list, list] = ([], [])  # per side: (start, end, retrans) sorted by start
+        self.lo = [0, 0]  # per side: log entries before this index are forgotten
+        self.span = [0, 0]  # per side: largest end - start in the log
         self.done_end = [-1, -1]  # stream offset where the last complete message of a side ended
         self.malformed = 0  # parser.malformed already added to stats
 
@@ -106,6 +131,7 @@ class L7Engine:
             (
                 "conns", "unknown_conns", "evicted", "gaps", "gap_bytes", "buffer_overflow",
                 "dup_segments", "reorder_flushes", "malformed", "records", "markers", "timeouts",
+                "truncated_packets", "truncated_bytes",
             ),
             0,
         )  # fmt: skip
@@ -125,43 +151,101 @@ class L7Engine:
         ts: int,
         payload: bytes,
         *,
+        length: int | None = None,
         retrans: bool,
         syn: bool = False,
         fin: bool = False,
         rst: bool = False,
-    ) -> None:
+    ) -> bool:
         """Every TCP packet with payload, plus SYNs (they fix the stream origin).
 
+        `payload` is what was captured of the segment, `length` its payload size
+        on the wire (None: len(payload)). Returns False once the connection is
+        ignored (unknown protocol): the caller may drop its later packets.
         FIN/RST are accepted but only the caller's `close` ends a connection: a
         FIN of one side does not end the other side's messages.
         """
-        conn = self._conn(conn_id, False, ts)
-        if conn.ignored:
-            return
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            conn = self._new_conn(conn_id, False, ts)
+        elif conn.ignored:
+            return False
+        else:
+            self._conns.move_to_end(conn_id)
         r = conn.reasm[side]
         if syn:
             r.set_isn(seq)
-            seq = (seq + 1) & 0xFFFFFFFF  # data on a SYN (TFO) starts after it
-        if not payload:
-            return
+            seq = (seq + 1) & _MASK  # data on a SYN (TFO) starts after it
+        cap = len(payload)
+        n = length if length is not None and length > cap else cap
+        if not n:
+            return True
+        tail = n - cap
+        if tail:
+            self.stats["truncated_packets"] += 1
+            self.stats["truncated_bytes"] += tail
         off = r.offset(seq)
-        conn.packets[side].append((off, off + len(payload), retrans))
-        self._deliver(conn, side, r.segment(seq, payload, ts))
-        if r.waiting:
-            self._holes[conn] = None
+        # The packet log, kept sorted by start offset (in-order packets are appended).
+        log = conn.log[side]
+        entry = (off, off + n, retrans)
+        if not log or off >= log[-1][0]:
+            log.append(entry)
+        else:
+            insort(log, entry, conn.lo[side])
+        if n > conn.span[side]:
+            conn.span[side] = n
+        if len(log) - conn.lo[side] > PACKET_LOG:
+            self._trim_log(conn, side)
+        if off == r.next and not r._ooo:  # in order and nothing waits: no Chunk, no list
+            r.next = off + n
+            parser = conn.parser
+            if parser is None:
+                self._detect_tcp(conn, side, Chunk(seq, payload, ts, 0, tail))
+            else:
+                if cap:
+                    msgs = parser.feed(side, payload, seq, ts)
+                    if msgs:
+                        self._on_messages(conn, msgs)
+                if tail:
+                    msgs = parser.gap(side, tail)
+                    if msgs:
+                        self._on_messages(conn, msgs)
+                if parser.malformed != conn.malformed:
+                    self._count_malformed(conn)
+        else:
+            self._deliver(conn, side, r.at(off, payload, ts, n))
+            if r._ooo:
+                self._holes[conn] = None
+        return not conn.ignored
 
-    def udp_datagram(self, conn_id: str, side: int, ts: int, payload: bytes) -> None:
-        conn = self._conn(conn_id, True, ts)
-        if conn.ignored or not payload:
-            return
+    def udp_datagram(self, conn_id: str, side: int, ts: int, payload: bytes, length: int | None = None) -> bool:
+        """One UDP datagram; `length` is its payload size on the wire (None: len(payload)).
+
+        Returns False once the connection is ignored (unknown protocol).
+        """
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            conn = self._new_conn(conn_id, True, ts)
+        elif conn.ignored:
+            return False
+        else:
+            self._conns.move_to_end(conn_id)
+        if not payload:
+            return True
+        n = length if length is not None and length > len(payload) else len(payload)
+        if n > len(payload):
+            self.stats["truncated_packets"] += 1
+            self.stats["truncated_bytes"] += n - len(payload)
         if conn.parser is None:
             conn.parser = _detect(UDP_DETECTORS, payload, side)
             conn.seen += 1
             if conn.parser is None:
                 if conn.seen >= DETECT_GIVE_UP_DATAGRAMS:
                     self._give_up(conn)
-                return
-        self._feed(conn, side, Chunk(0, payload, ts))
+                return not conn.ignored
+        self._on_messages(conn, conn.parser.datagram(side, payload, ts, n))
+        self._count_malformed(conn)
+        return True
 
     def close(self, conn_id: str, ts: int) -> None:
         conn = self._conns.pop(conn_id, None)
@@ -175,7 +259,7 @@ class L7Engine:
                     self.stats["reorder_flushes"] += 1
                     self._deliver(conn, side, r.flush())
             if not (conn.reasm[0].waiting or conn.reasm[1].waiting):
-                del self._holes[conn]
+                self._holes.pop(conn, None)
         deadline = now_ts - self.request_timeout_ns
         while self._age:
             ex = next(iter(self._age))
@@ -198,11 +282,7 @@ class L7Engine:
 
     # -- connections ----------------------------------------------------------------
 
-    def _conn(self, conn_id: str, udp: bool, ts: int) -> _Conn:
-        conn = self._conns.get(conn_id)
-        if conn is not None:
-            self._conns.move_to_end(conn_id)
-            return conn
+    def _new_conn(self, conn_id: str, udp: bool, ts: int) -> _Conn:
         conn = self._conns[conn_id] = _Conn(conn_id, udp, self.stats)
         self.stats["conns"] += 1
         if len(self._conns) > self.max_conns:
@@ -219,6 +299,8 @@ class L7Engine:
             self._count_malformed(conn)
         for ex in list(conn.waiting.values()):
             self._unanswered(ex, "unknown")
+        for ex in list(conn.inflight.values()):  # requests whose key could not be waited on
+            self._emit(ex, None, "no_response", "unknown")
 
     def _give_up(self, conn: _Conn) -> None:
         """Not a protocol we know: drop what was kept and ignore the connection from now on."""
@@ -226,8 +308,8 @@ class L7Engine:
         conn.ignored = True
         conn.pre = []
         conn.reasm = (StreamReassembler(), StreamReassembler())
-        conn.packets[0].clear()
-        conn.packets[1].clear()
+        conn.log = ([], [])
+        conn.lo = [0, 0]
         self._holes.pop(conn, None)
 
     # -- bytes to messages ----------------------------------------------------------
@@ -240,22 +322,46 @@ class L7Engine:
                 self._detect_tcp(conn, side, chunk)
 
     def _detect_tcp(self, conn: _Conn, side: int, chunk: Chunk) -> None:
-        """Keep the chunk, look at this side's kept bytes, and replay them once detected."""
+        """Keep the chunk, look at this side's kept bytes, and replay them once detected.
+
+        The detectors run only when they can succeed: HTTP once "HTTP/1." was seen
+        on this side, DNS once the first message announced by its length prefix is
+        complete; so a connection of another protocol costs one substring search
+        per packet until it is given up.
+        """
         conn.pre.append((side, chunk))
-        conn.pre_bytes[side] += len(chunk.data)
-        conn.seen += len(chunk.data)
-        while conn.pre_bytes[side] > DETECT_KEEP:  # forget the oldest bytes of this side
-            i = next(i for i, (s, _) in enumerate(conn.pre) if s == side)
-            dropped = conn.pre.pop(i)[1]
+        data = chunk.data
+        conn.pre_bytes[side] += len(data)
+        conn.seen += chunk.gap + len(data) + chunk.tail
+        while conn.pre_bytes[side] > DETECT_KEEP:  # forget the oldest bytes of this side (keep the newest)
+            mine = [i for i, (s, _) in enumerate(conn.pre) if s == side]
+            if len(mine) < 2:
+                break
+            dropped = conn.pre.pop(mine[0])[1]
             conn.pre_bytes[side] -= len(dropped.data)
-            nxt = next(c for s, c in conn.pre[i:] if s == side)
-            nxt.gap += dropped.gap + len(dropped.data)
-        data = b"".join(c.data for s, c in conn.pre if s == side)
-        conn.parser = _detect(TCP_DETECTORS, data, side)
-        if conn.parser is None:
+            conn.pre[mine[1] - 1][1].gap += dropped.gap + len(dropped.data) + dropped.tail
+            conn.dns_checked[side] = False  # the kept bytes start elsewhere now
+        hint = conn.hint[side]
+        if hint is not None:
+            if _HTTP_HINT in data or (hint and _HTTP_HINT in hint + data[:6]):
+                conn.hint[side] = hint = None
+            else:
+                conn.hint[side] = b"" if chunk.tail else data[-6:]
+        parser = None
+        if hint is None or not conn.dns_checked[side]:
+            kept = b"".join(c.data for s, c in conn.pre if s == side)
+            if not conn.dns_checked[side] and len(kept) >= 2:
+                need = 2 + int.from_bytes(kept[:2], "big")
+                if len(kept) >= need:  # the first message is complete: DNS over TCP or not
+                    conn.dns_checked[side] = True
+                    parser = dns.detect_tcp(kept[:need], side)
+            if parser is None and hint is None:
+                parser = http1.detect(kept, side)
+        if parser is None:
             if conn.seen > DETECT_GIVE_UP:
                 self._give_up(conn)
             return
+        conn.parser = parser
         pre, conn.pre = conn.pre, []
         for s, c in pre:
             self._feed(conn, s, c)
@@ -264,7 +370,10 @@ class L7Engine:
         parser = conn.parser
         if chunk.gap:
             self._on_messages(conn, parser.gap(side, chunk.gap))
-        self._on_messages(conn, parser.feed(side, chunk.data, chunk.seq, chunk.ts))
+        if chunk.data:
+            self._on_messages(conn, parser.feed(side, chunk.data, chunk.seq, chunk.ts))
+        if chunk.tail:
+            self._on_messages(conn, parser.gap(side, chunk.tail))
         self._count_malformed(conn)
 
     def _count_malformed(self, conn: _Conn) -> None:
@@ -283,40 +392,49 @@ class L7Engine:
 
     def _start(self, conn: _Conn, m: Message) -> None:
         """A message began: give it an l7_id (its request's, for a response) and mark its packet."""
+        if not conn.udp:
+            m.off = conn.reasm[m.side].offset(m.seq)
         if m.is_request:
-            ex = m.tag = _Exchange(self._new_id(conn), m, conn)
+            conn.n += 1
+            ex = m.tag = _Exchange(f"{conn.id}-{conn.n}", m, conn)
             if m.key is not None:
-                old = conn.waiting.get(m.key)
+                waiting = conn.waiting
+                old = waiting.get(m.key)
                 if old is not None:  # same key again (a DNS retry): the first got no answer
                     self._unanswered(old, "unknown")
-                elif len(conn.waiting) >= MAX_WAITING:
-                    self._unanswered(next(iter(conn.waiting.values())), "unknown")
-                conn.waiting[m.key] = ex
+                elif len(waiting) >= MAX_WAITING:
+                    self._unanswered(next(iter(waiting.values())), "unknown")
+                waiting[m.key] = ex
                 self._age[ex] = None
             conn.inflight[ex.l7_id] = ex
+            named = m.fields
         else:
             ex = conn.waiting.pop(m.key, None) if m.key is not None else None
             if ex is None:
-                ex = _Exchange(self._new_id(conn), None, conn)
+                conn.n += 1
+                ex = _Exchange(f"{conn.id}-{conn.n}", None, conn)
+                named = m.fields
             else:
                 self._age.pop(ex, None)
+                named = ex.req.fields  # a response's marker names the request it answers
             m.tag = ex
         self.stats["markers"] += 1
-        named = (ex.req or m).fields  # a response's marker names the request it answers
         self._markers.append(
-            Marker(
-                conn.id, m.side, m.seq, ex.l7_id, conn.parser.proto,
-                str(named.get("http_method", "")), str(named.get("http_path", "")), m.is_request, m.ts_start,
-            )
+            Marker(conn.id, m.side, m.seq, ex.l7_id, conn.parser.proto, named.get("http_method", ""),
+                   named.get("http_path", ""), m.is_request, m.ts_start)
         )  # fmt: skip
 
     def _complete(self, conn: _Conn, m: Message) -> None:
+        side = m.side
         if not conn.udp:
-            end = conn.reasm[m.side].offset(m.seq) + m.length
-            conn.done_end[m.side] = max(conn.done_end[m.side], end)
+            end = m.off + m.length
+            if end > conn.done_end[side]:
+                conn.done_end[side] = end
         if not m.is_request:
-            self._emit(m.tag, m, "paired" if m.tag.req is not None else "no_request", None)
-        self._prune(conn, m.side)
+            ex = m.tag
+            self._emit(ex, m, "paired" if ex.req is not None else "no_request", None)
+        if not conn.udp:
+            self._prune(conn, side)
 
     def _unanswered(self, ex: _Exchange, status: str) -> None:
         conn = ex.conn
@@ -325,33 +443,56 @@ class L7Engine:
         self._age.pop(ex, None)
         self._emit(ex, None, "no_response", status)
 
-    def _new_id(self, conn: _Conn) -> str:
-        conn.n += 1
-        return f"{conn.id}-{conn.n}"
-
     def _prune(self, conn: _Conn, side: int) -> None:
         """Forget packets that can no longer belong to a message without a record."""
         floor = conn.done_end[side]
         if conn.inflight:
             first = next(iter(conn.inflight.values())).req
-            if first.side == side and not conn.udp:
-                floor = min(floor, conn.reasm[side].offset(first.seq))
-        log = conn.packets[side]
-        while log and log[0][1] <= floor:
-            log.popleft()
+            if first.side == side and first.off < floor:
+                floor = first.off
+        log = conn.log[side]
+        lo = conn.lo[side]
+        n = len(log)
+        while lo < n and log[lo][1] <= floor:
+            lo += 1
+        if lo >= n:
+            log.clear()
+            lo = 0
+            conn.span[side] = 0
+        elif lo > 256 and lo * 2 > n:
+            del log[:lo]
+            lo = 0
+        conn.lo[side] = lo
+
+    def _trim_log(self, conn: _Conn, side: int) -> None:
+        """More than PACKET_LOG packets wait: forget the oldest (their messages lose them)."""
+        conn.lo[side] += 1
+        if conn.lo[side] * 2 > len(conn.log[side]):
+            del conn.log[side][: conn.lo[side]]
+            conn.lo[side] = 0
 
     def _account(self, conn: _Conn, m: Message) -> tuple[int, int, int]:
         """(packets, payload bytes, retransmissions) of the packets that carried `m`."""
         if conn.udp:
             return 1, m.length, 0
-        a = conn.reasm[m.side].offset(m.seq)
+        a = m.off
         b = a + m.length
+        side = m.side
+        log = conn.log[side]
+        i = conn.lo[side]
+        n = len(log)
+        if n - i > 16:
+            i = bisect_left(log, (a - conn.span[side],), i)
         packets = size = retrans = 0
-        for start, end, rt in conn.packets[m.side]:
-            if start < b and end > a:
+        while i < n:
+            start, end, rt = log[i]
+            if start >= b:
+                break
+            if end > a:
                 packets += 1
-                size += min(end, b) - max(start, a)
+                size += (end if end < b else b) - (start if start > a else a)
                 retrans += rt
+            i += 1
         return packets, size, retrans
 
     def _emit(self, ex: _Exchange, resp: Message | None, pairing: str, status: str | None) -> None:
@@ -359,12 +500,11 @@ class L7Engine:
             return
         ex.done = True
         conn, req = ex.conn, ex.req
-        conn.inflight.pop(ex.l7_id, None)
-        f: dict[str, object] = {}
-        if resp is not None:
-            f.update(resp.fields)
         if req is not None:
-            f.update(req.fields)
+            conn.inflight.pop(ex.l7_id, None)
+            f = resp.fields | req.fields if resp is not None else req.fields.copy()
+        else:
+            f = resp.fields.copy()
         f["l7_id"] = ex.l7_id
         f["pairing"] = pairing
         if status is not None or "response_status" not in f:
@@ -378,13 +518,13 @@ class L7Engine:
             f["request_length"] = req.length
             f["cost_req_sent"] = (req.ts_end - req.ts_start) // 1000
             rec.req_packets, rec.req_bytes, rec.req_retrans = self._account(conn, req)
+            if resp is not None:
+                f["cost_resp_wait"] = max(0, resp.ts_start - req.ts_end) // 1000
+                f["response_duration"] = max(0, resp.ts_end - req.ts_start) // 1000
         if resp is not None:
             f["response_length"] = resp.length
             f["cost_cnt_dl"] = (resp.ts_end - resp.ts_start) // 1000
             rec.resp_packets, rec.resp_bytes, rec.resp_retrans = self._account(conn, resp)
-        if req is not None and resp is not None:
-            f["cost_resp_wait"] = max(0, resp.ts_start - req.ts_end) // 1000
-            f["response_duration"] = max(0, resp.ts_end - req.ts_start) // 1000
         self.stats["records"] += 1
         self._records.append(rec)
 
