@@ -28,7 +28,7 @@ from bpfnetlog.capture.errors import CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, Capt
 from bpfnetlog.packets import PacketBatch, SourceStats
 
 # A batch smaller than this makes the reader pause COALESCE_S before the next one.
-COALESCE_RECORDS, COALESCE_S = 4096, 0.005
+COALESCE_RECORDS, COALESCE_S = 16384, 0.02
 
 
 @dataclass
