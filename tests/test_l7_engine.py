@@ -395,3 +395,127 @@ def test_random_packets_never_crash(packets, prefix):
     eng.finish(10**12)
     for r in eng.take_records():
         assert set(r.fields) <= L7_NAMES
+
+
+# -- truncated captures (snaplen) ----------------------------------------------------------
+
+
+def _chunked(body: bytes, size: int) -> list[bytes]:
+    """A chunked response as segments: the head, then one segment per chunk (its size line first)."""
+    segs = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    for i in range(0, len(body), size):
+        part = body[i : i + size]
+        segs.append(b"%x\r\n%s\r\n" % (len(part), part))
+    return segs + [b"0\r\n\r\n"]
+
+
+def _segments(message: bytes, mss: int = 1448) -> list[bytes]:
+    return [message[i : i + mss] for i in range(0, len(message), mss)]
+
+
+_SNAP_EXCHANGES = [
+    # (request segments, response segments); every message starts a segment, as senders do
+    ([req("/small")], _segments(resp(200, b"a" * 2000))),
+    ([req("/upload", "POST", b"u" * 2000)], _segments(resp(201, b""))),
+    ([req("/big")], _segments(resp(200, b"b" * 70000))),
+    ([req("/chunked")], _chunked(b"c" * 9000, 1000)),
+    ([req("/upload-big", "PUT", b"v" * 70000)], _segments(resp(204, b""))),
+    ([req("/404")], _segments(resp(404, b"n" * 300))),
+]
+
+
+def _snap_run(snaplen: int, pipelined: bool) -> list[tuple]:
+    eng = L7Engine()
+    c = Conn(eng)
+
+    def send(side: int, segs: list[bytes]) -> None:
+        for seg in segs:
+            c.ts += MS
+            cut = seg[:snaplen] if snaplen else seg
+            assert eng.tcp_segment(c.id, side, c.seq[side], c.ts, cut, length=len(seg), retrans=False)
+            c.seq[side] = (c.seq[side] + len(seg)) & 0xFFFFFFFF
+
+    exchanges = _SNAP_EXCHANGES * 2
+    if pipelined:  # every request first, then every response
+        for q, _ in exchanges:
+            send(0, [s for part in q for s in _segments(part)])
+        for _, s in exchanges:
+            send(1, s)
+    else:
+        for q, s in exchanges:
+            send(0, [x for part in q for x in _segments(part)])
+            send(1, s)
+    eng.finish(c.ts)
+    assert eng.stats["malformed"] == 0 and eng.stats["gaps"] == 0
+    return [
+        (
+            r.l7_id, r.fields["http_method"], r.fields["http_path"], r.fields["http_status_code"],
+            r.fields["req_seq"], r.fields["resp_seq"], r.fields["request_length"], r.fields["response_length"],
+            r.fields["pairing"], r.req_packets, r.req_bytes, r.resp_packets, r.resp_bytes, r.time,
+        )
+        for r in eng.take_records()
+    ]  # fmt: skip
+
+
+def test_truncated_payloads_give_the_same_records():
+    for pipelined in (False, True):
+        whole = _snap_run(0, pipelined)
+        assert len(whole) == 12 and all(r[8] == "paired" for r in whole)
+        assert whole[2][7] == len(resp(200, b"b" * 70000)) and whole[2][11] == -(-whole[2][7] // 1448)
+        for snaplen in (64, 200, 1024):
+            assert _snap_run(snaplen, pipelined) == whole, (snaplen, pipelined)
+
+
+def test_truncated_stream_position_and_stats():
+    eng = L7Engine()
+    c = Conn(eng)
+    q, s = req("/a"), resp(200, b"x" * 5000)
+    eng.tcp_segment("c1", 0, c.seq[0], c.ts, q, retrans=False)
+    eng.tcp_segment("c1", 1, c.seq[1], c.ts + MS, s[:100], length=len(s), retrans=False)
+    (r,) = eng.take_records()  # complete at once: the uncaptured tail finished the body
+    assert (r.fields["response_length"], r.resp_bytes, r.resp_packets) == (len(s), len(s), 1)
+    assert eng.stats["truncated_packets"] == 1 and eng.stats["truncated_bytes"] == len(s) - 100
+    assert eng.stats["gaps"] == 0 and not eng._holes
+    # The next response is found at its exact seq, though its first bytes came after a cut.
+    seq2 = (c.seq[1] + len(s)) & 0xFFFFFFFF
+    eng.tcp_segment("c1", 0, c.seq[0] + len(q), c.ts + 2 * MS, q, retrans=False)
+    eng.tcp_segment("c1", 1, seq2, c.ts + 3 * MS, resp(404), retrans=False)
+    (r2,) = eng.take_records()
+    assert (r2.fields["resp_seq"], r2.fields["http_status_code"]) == (seq2, 404)
+
+
+def test_truncated_head_still_gives_the_message():
+    eng = L7Engine()
+    c = Conn(eng)
+    long_head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nX-Long: " + b"h" * 300 + b"\r\nContent-Length: 10\r\n\r\n"
+    for i in range(3):
+        c.ts += MS
+        eng.tcp_segment("c1", 0, c.seq[0], c.ts, req(f"/{i}"), retrans=False)
+        c.seq[0] += len(req(f"/{i}"))
+        s = long_head + b"0123456789"
+        eng.tcp_segment("c1", 1, c.seq[1], c.ts, s[:100], length=len(s), retrans=False)
+        c.seq[1] += len(s)
+    eng.finish(c.ts)
+    recs = eng.take_records()
+    assert [(r.fields["http_path"], r.fields["http_status_code"], r.fields["pairing"]) for r in recs] == [
+        ("/0", 200, "paired"), ("/1", 200, "paired"), ("/2", 200, "paired")
+    ]  # fmt: skip
+    # Its framing is unknown, so it runs until the next response (or the end of the connection).
+    assert [r.fields["response_length"] for r in recs] == [len(long_head) + 10] * 3
+    assert recs[0].fields["resp_headers"] == "Server: nginx"
+
+
+def test_truncated_dns_over_udp_is_counted_never_a_crash():
+    eng = L7Engine()
+    q = dns.message.make_query("big.example", "TXT")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("big.example.", 5, "IN", "TXT", *[f'"{"t" * 200}"' for _ in range(5)]))
+    wire = r.to_wire()
+    assert eng.udp_datagram("u1", 0, 1000, q.to_wire()) is True
+    assert eng.udp_datagram("u1", 1, 2000, wire[:60], length=len(wire)) is True
+    (rec,) = eng.take_records()
+    assert (rec.fields["pairing"], rec.fields["dns_query"], rec.resp_bytes) == ("paired", "big.example", len(wire))
+    assert eng.stats["malformed"] == 1
+    for cut in range(0, len(wire), 7):
+        eng.udp_datagram("u2", 1, 3000 + cut, wire[:cut], length=len(wire))
+    eng.finish(10**6)

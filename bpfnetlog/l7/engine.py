@@ -177,13 +177,15 @@ class L7Engine:
             r.set_isn(seq)
             seq = (seq + 1) & _MASK  # data on a SYN (TFO) starts after it
         cap = len(payload)
-        n = length if length is not None and length > cap else cap
-        if not n:
-            return True
-        tail = n - cap
-        if tail:
+        if length is not None and length > cap:
+            n = length
+            tail = n - cap
             self.stats["truncated_packets"] += 1
             self.stats["truncated_bytes"] += tail
+        elif cap:
+            n, tail = cap, 0
+        else:
+            return True
         off = r.offset(seq)
         # The packet log, kept sorted by start offset (in-order packets are appended).
         log = conn.log[side]
@@ -346,7 +348,7 @@ class L7Engine:
             if _HTTP_HINT in data or (hint and _HTTP_HINT in hint + data[:6]):
                 conn.hint[side] = hint = None
             else:
-                conn.hint[side] = b"" if chunk.tail else data[-6:]
+                conn.hint[side] = b"" if chunk.tail else (hint + data[-6:])[-6:]
         parser = None
         if hint is None or not conn.dns_checked[side]:
             kept = b"".join(c.data for s, c in conn.pre if s == side)
@@ -384,11 +386,12 @@ class L7Engine:
     # -- messages to records ----------------------------------------------------------
 
     def _on_messages(self, conn: _Conn, msgs: list[Message]) -> None:
+        start, complete = self._start, self._complete
         for m in msgs:
             if m.tag is None:
-                self._start(conn, m)
+                start(conn, m)
             if m.complete:
-                self._complete(conn, m)
+                complete(conn, m)
 
     def _start(self, conn: _Conn, m: Message) -> None:
         """A message began: give it an l7_id (its request's, for a response) and mark its packet."""
@@ -433,7 +436,7 @@ class L7Engine:
         if not m.is_request:
             ex = m.tag
             self._emit(ex, m, "paired" if ex.req is not None else "no_request", None)
-        if not conn.udp:
+        if not conn.udp and len(conn.log[side]) - conn.lo[side] > 4:  # a few stale entries cost less than pruning
             self._prune(conn, side)
 
     def _unanswered(self, ex: _Exchange, status: str) -> None:

@@ -177,13 +177,17 @@ class Http1Parser:
                 if h.msg is not None:
                     h.msg.length += size
                 return out
-            if state in (BODY, CHUNK_DATA) and not h.buf:
+            if state in (BODY, CHUNK_DATA, CHUNK_END) and not h.buf:
                 # The hole starts inside a body of known size: count it and stay in sync.
-                take = self._count(h, size, h.msg.ts_end, out)
-                size -= take
+                if state != CHUNK_END:
+                    size -= self._count(h, size, h.msg.ts_end, out)
+                if size >= 2 and h.state == CHUNK_END:  # the CRLF that ends a chunk's data
+                    h.msg.length += 2
+                    size -= 2
+                    h.state = CHUNK_SIZE
                 if not size:
                     return out
-                if h.state == CHUNK_END:  # the chunk's CRLF and what follows are unknown
+                if h.state != HEAD:  # a chunk-size line was not captured: framing lost
                     self._end(h, out)
                 h.state = RESYNC
                 h.keep(b"", 0)
