@@ -62,6 +62,8 @@ class Conn:
             return dict(self._cached[2])
         if self.wire_local >= 0:
             src, known = self.wire_local, True
+        elif self.nic.name == "lo":  # both ends are this host: the client's view
+            src, known = (client if client >= 0 else 0), True
         else:
             src, known = local_side(self.ip[0], self.ip[1], client, local)
         if self.src_side < 0:

@@ -151,7 +151,8 @@ class TcAttacher:
         self.stale_removed += remove_stale(link.ifindex)
         atts: list[Attachment] = []
         try:
-            for direction in (1, 2):
+            # loopback: every packet leaves and re-enters the same device, so one hook sees it once
+            for direction in (1,) if link.name == "lo" else (1, 2):
                 atts.append(self._attach_one(obj.prog_fd(direction, link.l3), link.ifindex, direction))
         except OSError:
             for a in atts:
