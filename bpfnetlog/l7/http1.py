@@ -337,7 +337,7 @@ class Http1Parser:
     def _head(self, side: int, h: _Half, buf: bytes | bytearray, start: int, end: int, out: list[Message]) -> bool:
         """Parses the head in buf[start:end]; False if it is not a valid head."""
         role = self._role(side)
-        raw = bytes(buf[start:end])
+        raw = buf if start == 0 and end == len(buf) and type(buf) is bytes else bytes(buf[start:end])
         head = _CACHE.get(raw)
         if head is None or (role == 0 and not head[0]) or (role == 1 and head[0]):
             head = _parse_head(raw, role)
@@ -369,8 +369,12 @@ class Http1Parser:
         if framing is None:
             return False
         h.state, h.remaining = framing
-        h.msg = msg = Message(is_req, side, (h.seq + start) & SEQ_MASK, h.ts_at(start), h.ts_at(end - 1),
-                              end - start, fields.copy(), key)  # fmt: skip
+        marks = h.marks
+        if len(marks) == 1:
+            ts0 = ts1 = marks[0][1]
+        else:
+            ts0, ts1 = h.ts_at(start), h.ts_at(end - 1)
+        h.msg = msg = Message(is_req, side, (h.seq + start) & SEQ_MASK, ts0, ts1, end - start, fields.copy(), key)
         out.append(msg)
         if h.state == TUNNEL:  # CONNECT accepted or 101: the rest is another protocol
             self._halves[1 - side].state = TUNNEL
