@@ -138,6 +138,10 @@ def capture(
         raise typer.Exit(2) from None
     if src.notice:
         err.print(f"[yellow]note:[/] {src.notice}")
+    from bpfnetlog.enrich.listening import listening_sockets
+
+    pipe.listening = listening_sockets()
+    reported_drops: dict[tuple, int] = {}
     t0 = time.monotonic()
     last_flush = t0
     stopped_by = "end of --duration"
@@ -147,10 +151,14 @@ def capture(
                 pipe.feed(batch)
                 now = time.monotonic()
                 if now - last_flush >= flush_interval:
+                    stats = src.stats()
+                    if stats.dropped and src.flow_counters() is not None:
+                        pipe.account_drops(src.flow_counters(), reported_drops)
+                    pipe.listening = listening_sockets()
                     pipe.tick(time.time_ns(), flush_all=True)
                     writer.flush()
                     last_flush = now
-                    live.update(_live_table(src.backend, src.stats(), pipe, now - t0))
+                    live.update(_live_table(src.backend, stats, pipe, now - t0))
                 if duration is not None and now - t0 >= duration:
                     break
     except KeyboardInterrupt:
@@ -159,6 +167,8 @@ def capture(
         stopped_by = "SIGTERM"
     finally:
         attached = src.stats()
+        if attached.dropped and src.flow_counters() is not None:
+            pipe.account_drops(src.flow_counters(), reported_drops)
         src.stop()
         stats = src.stats()
         stats.nics_attached, stats.attach_mode = attached.nics_attached, attached.attach_mode

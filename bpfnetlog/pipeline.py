@@ -11,6 +11,7 @@ L7 markers (which packet starts which request) can still be put on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from bpfnetlog.correlate.tags import Conn, new_conn
 from bpfnetlog.l4 import tcp_analysis as ta
 from bpfnetlog.l4 import zeek
 from bpfnetlog.l4.chunks import PendingPackets, chunk_sums
+from bpfnetlog.enrich.listening import Listening, server_side
+from bpfnetlog.l4.flowkeys import batch_keys
 from bpfnetlog.l4.flows import FlowTable
 from bpfnetlog.l4.packet_rows import packet_table
 from bpfnetlog.l4.roles import LocalNets
@@ -26,6 +29,9 @@ from bpfnetlog.l7.engine import L7Engine, L7Record, Marker
 from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, Nic, PacketBatch, SourceStats
 from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, STATS_TABLE
 from bpfnetlog.store.base import StoreWriter
+
+if TYPE_CHECKING:
+    from bpfnetlog.capture.ebpf.source import FlowCounters
 
 S = 1_000_000_000
 
@@ -67,6 +73,8 @@ class Pipeline:
         self.markers: dict[tuple[int, int, int], Marker] = {}  # (slot, side, seq) -> marker
         self.now = 0
         self.count = Counters()
+        self.listening: Listening = {}  # LISTEN sockets per netns (live capture), see enrich.listening
+        self.drops: dict[int, int] = {}  # slot -> packets of it the capture lost, not yet reported
 
     # ---- input -------------------------------------------------------------
     def feed(self, batch: PacketBatch) -> None:
@@ -78,6 +86,8 @@ class Pipeline:
         fl = self.flows.fl
         for slot in created.tolist():
             c = new_conn(self.host, self.nics, self.flows.keys[slot], int(fl[slot, ta.F_FIRST_TS]))
+            if self.listening and c.proto == 6:
+                c.listen_server = server_side(self.listening, c.nic.netns, c.ip, c.port)
             self.conns[slot] = c
             self.slot_of[c.conn_id] = slot
         self.count.connections += len(created)
@@ -100,6 +110,28 @@ class Pipeline:
             conn = self.conns[slot]
             if conn.wire_local < 0 and conn.src_side < 0 and not conn.nic.name == "lo":
                 conn.wire_local = side
+
+    def account_drops(self, fc: "FlowCounters", already: dict[tuple, int]) -> None:
+        """Kernel per-flow ring drops -> `capture_drops` of the connections' next records.
+
+        `already` (flow key -> drops counted before) is kept by the caller across calls, since
+        the kernel counters are cumulative.
+        """
+        lost = np.flatnonzero(fc.values["ring_drops"] > 0)
+        if not len(lost):
+            return
+        lut = np.array([self._nic_index.get(n, -1) for n in fc.nics] or [-1], np.int64)
+        nic = lut[fc.nic[lost]]
+        keys = batch_keys(np.maximum(nic, 0).astype(np.uint16), fc.proto[lost], fc.src_ip[lost], fc.dst_ip[lost],
+                          fc.sport[lost], fc.dport[lost])  # fmt: skip
+        for j, h in enumerate(keys.hashes.tolist()):
+            key = (int(nic[j]), h, int(fc.direction[lost[j]]))
+            total = int(fc.values["ring_drops"][lost[j]])
+            new = total - already.get(key, 0)
+            slot = self.flows.by_hash.get(h)
+            if new > 0 and nic[j] >= 0 and slot is not None:
+                already[key] = total
+                self.drops[slot] = self.drops.get(slot, 0) + new
 
     def _global_nics(self, batch: PacketBatch) -> np.ndarray:
         """Batch-local NIC indexes -> this pipeline's, so several sources never collide."""
@@ -155,6 +187,7 @@ class Pipeline:
         for slot in finished.tolist():
             conn = self.conns.pop(slot)
             del self.slot_of[conn.conn_id]
+            self.drops.pop(slot, None)
         if len(finished):
             self.markers = {k: m for k, m in self.markers.items() if k[0] in self.conns}
             self.flows.release(finished)
@@ -264,7 +297,7 @@ class Pipeline:
             rec["history"] = zeek.history(codes, client)
             rec["conn_state"] = zeek.conn_state(codes, client, proto)
             rec["close_type"] = _close_type(int(f[ta.F_CLOSED]), final, flush_all)
-            rec["capture_drops"] = 0
+            rec["capture_drops"] = self.drops.pop(slot, 0) if last_chunk_of[slot] == j else 0
             rec["status"] = _l4_status(rec)
             records.append(rec)
         self.writer.write(L4_SOURCE, records)
@@ -290,6 +323,8 @@ def _close_type(closed: int, final: bool, flush_all: bool) -> str:
 def _l4_status(rec: dict) -> str:
     if rec["tx_rst"] or rec["rx_rst"] or rec["conn_state"] in ("S0", "REJ", "RSTOS0"):
         return "error"
+    if rec["capture_drops"]:
+        return "warning"  # counts are lower bounds; the kernel counters have the exact totals
     if rec["tx_retrans"] or rec["rx_retrans"] or rec["lost_segment"] or rec["tx_zero_win"] or rec["rx_zero_win"]:
         return "warning"
     return "info"

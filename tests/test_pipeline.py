@@ -106,3 +106,40 @@ def test_long_connection_is_chunked_and_idle_timeout(tmp_path: Path) -> None:
     assert [r["close_type"] for r in l4] == ["open", "open", "timeout"]
     assert [r["chunk_fin"] for r in l4] == [False, False, True]
     assert sum(r["tx_bytes"] for r in l4) == 6000
+
+
+def test_kernel_ring_drops_reach_the_connection_records(tmp_path: Path) -> None:
+    """Per-flow ring drops (eBPF flow counters) land on the connection's next record, once."""
+    import numpy as np
+
+    from bpfnetlog.capture.ebpf.record import FLOW_VAL
+    from bpfnetlog.capture.ebpf.source import FlowCounters
+    from bpfnetlog.packets import Nic
+
+    pcap = tmp_path / "s.pcap"
+    wrpcap(str(pcap), scenario())
+    store = tmp_path / "store"
+    with ParquetStoreWriter(store) as writer:
+        pipe = Pipeline(writer, "h1", LocalNets(["10.1.0.1/32"]))
+        reader = PcapReader(pcap, nic_name="eth0")
+        for batch in reader.batches():
+            pipe.feed(batch)
+
+        def ip(a: str) -> np.ndarray:
+            return np.frombuffer(bytes(10) + b"\xff\xff" + bytes(int(x) for x in a.split(".")), np.uint8)
+
+        vals = np.zeros(2, FLOW_VAL)
+        vals["ring_drops"] = [3, 4]  # both directions of the mid-stream connection 10.1.0.1:40006 <-> 10.1.0.2:6379
+        fc = FlowCounters(
+            nic=np.zeros(2, np.uint16), direction=np.array([1, 2], np.uint8), proto=np.full(2, 6, np.uint8),
+            src_ip=np.stack([ip("10.1.0.2"), ip("10.1.0.1")]), dst_ip=np.stack([ip("10.1.0.1"), ip("10.1.0.2")]),
+            sport=np.array([6379, 40006], np.uint16), dport=np.array([40006, 6379], np.uint16), values=vals,
+            nics=[Nic("eth0")],
+        )
+        seen: dict = {}
+        pipe.account_drops(fc, seen)
+        pipe.account_drops(fc, seen)  # cumulative counters: counted once
+        pipe.finish([reader.stats])
+    l4 = DuckDBStoreReader(store).sql(f'SELECT src_port, capture_drops, status FROM "{L4_SOURCE}"').to_pylist()
+    assert {(r["src_port"], r["capture_drops"], r["status"]) for r in l4 if r["capture_drops"]} == {(40006, 7, "warning")}
+    assert sum(r["capture_drops"] for r in l4) == 7

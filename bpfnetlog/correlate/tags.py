@@ -40,6 +40,7 @@ class Conn:
     ip: tuple[str, str]  # endpoint A, endpoint B
     port: tuple[int, int]
     syn_client: int = -1  # from the handshake; final once set
+    listen_server: int = -1  # endpoint with a LISTEN socket in the NIC's namespace (live capture)
     l7_client: int = -1  # from the L7 parser
     l7_proto: str = ""
     wire_local: int = -1  # side seen leaving this host (tc egress), the surest locality signal
@@ -51,6 +52,8 @@ class Conn:
     def client_side(self) -> int:
         if self.syn_client >= 0:
             return self.syn_client
+        if self.listen_server >= 0:
+            return 1 - self.listen_server
         if self.l7_client >= 0:
             return self.l7_client
         return client_by_ports(self.port[0], self.port[1])
