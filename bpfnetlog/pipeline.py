@@ -27,13 +27,14 @@ from bpfnetlog.l4.packet_rows import packet_table
 from bpfnetlog.l4.roles import LocalNets
 from bpfnetlog.l7.engine import L7Engine, L7Record, Marker
 from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, Nic, PacketBatch, SourceStats
-from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, STATS_TABLE
+from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, SCHEMAS, STATS_TABLE
 from bpfnetlog.store.base import StoreWriter
 
 if TYPE_CHECKING:
     from bpfnetlog.capture.ebpf.source import FlowCounters
 
 S = 1_000_000_000
+L4_NAMES = frozenset(SCHEMAS[L4_SOURCE].names)
 
 
 @dataclass
@@ -267,6 +268,7 @@ class Pipeline:
         for slot, conn in self.conns.items():
             src_side[slot] = conn.src_side
         sums = chunk_sums(rows, src_side)
+        fields = [name for name in sums if name in L4_NAMES]  # the sums named as L4 fields
         records = []
         last_chunk_of = {}
         for j, slot in enumerate(sums["slot"].tolist()):
@@ -279,10 +281,7 @@ class Pipeline:
             client = conn.client_side
             codes = self.flows.hist[slot, : f[ta.F_HIST_N]].tolist()
             proto = rec["l4_proto"]
-            for name in ("tx_packets", "rx_packets", "tx_bytes", "rx_bytes", "tx_retrans", "rx_retrans",
-                         "tcp_syn_retrans", "tx_rst", "rx_rst", "tx_zero_win", "rx_zero_win", "dup_ack",
-                         "out_of_order", "lost_segment", "tcp_rtt", "tx_seq_min", "tx_seq_max", "rx_seq_min",
-                         "rx_seq_max", "start_time", "end_time", "chunk_id"):  # fmt: skip
+            for name in fields:
                 rec[name] = int(sums[name][j])
             rec["time"] = rec["start_time"]
             rec["duration"] = (rec["end_time"] - rec["start_time"]) // 1000

@@ -63,6 +63,16 @@ COMMON_FIELDS: list[tuple[str, pa.DataType]] = [
     ("status", _str),  # info | warning | error
 ]
 
+# Packets, payload bytes and retransmissions sent (tx) and received (rx) by src.
+TRAFFIC_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("tx_packets", _i64),
+    ("rx_packets", _i64),
+    ("tx_bytes", _i64),
+    ("rx_bytes", _i64),
+    ("tx_retrans", _i64),
+    ("rx_retrans", _i64),
+]
+
 L4_FIELDS: list[tuple[str, pa.DataType]] = COMMON_FIELDS + [
     ("chunk_id", _i32),
     ("chunk_syn", _bool),
@@ -70,12 +80,7 @@ L4_FIELDS: list[tuple[str, pa.DataType]] = COMMON_FIELDS + [
     ("tcp_3whs_cost", _i64),
     ("tcp_4whs_cost", _i64),
     ("tcp_rtt", _i64),
-    ("tx_packets", _i64),
-    ("rx_packets", _i64),
-    ("tx_bytes", _i64),
-    ("rx_bytes", _i64),
-    ("tx_retrans", _i64),
-    ("rx_retrans", _i64),
+    *TRAFFIC_FIELDS,
     ("tcp_syn_retrans", _i64),
     ("tx_rst", _i64),
     ("rx_rst", _i64),
@@ -125,12 +130,7 @@ L7_FIELDS: list[tuple[str, pa.DataType]] = COMMON_FIELDS + [
     ("response_duration", _i64),
     ("request_length", _i64),
     ("response_length", _i64),
-    ("tx_packets", _i64),
-    ("rx_packets", _i64),
-    ("tx_bytes", _i64),
-    ("rx_bytes", _i64),
-    ("tx_retrans", _i64),
-    ("rx_retrans", _i64),
+    *TRAFFIC_FIELDS,
     ("req_headers", _str),  # JSON object, secrets redacted
     ("resp_headers", _str),  # JSON object, secrets redacted
     ("dns_query", _str),
