@@ -76,6 +76,7 @@ class Pipeline:
         self.count = Counters()
         self.listening: Listening = {}  # LISTEN sockets per netns (live capture), see enrich.listening
         self.drops: dict[int, int] = {}  # slot -> packets of it the capture lost, not yet reported
+        self.l7_off = np.zeros(0, bool)  # slot -> the L7 engine gave up on this connection
 
     # ---- input -------------------------------------------------------------
     def feed(self, batch: PacketBatch) -> None:
@@ -145,9 +146,14 @@ class Pipeline:
         return lut[batch.nic]
 
     def _feed_l7(self, batch: PacketBatch, an) -> None:
+        """Payload packets (and SYN/FIN/RST) to the L7 engine, except for connections it gave up on."""
         c = batch.cols
         tcp = c["proto"] == 6
-        want = (an.slot >= 0) & ((c["payload_cap"] > 0) | (tcp & ((c["flags"] & (SYN | FIN | RST)) != 0)))
+        if len(self.l7_off) < self.flows.capacity:
+            self.l7_off = np.concatenate([self.l7_off, np.zeros(self.flows.capacity - len(self.l7_off), bool)])
+        ok = an.slot >= 0
+        want = ok & ((c["payload_len"] > 0) | (tcp & ((c["flags"] & (SYN | FIN | RST)) != 0)))
+        want &= ~self.l7_off[np.where(ok, an.slot, 0)]
         sel = np.flatnonzero(want)
         if not len(sel):
             return
@@ -157,16 +163,21 @@ class Pipeline:
         rows = zip(
             an.slot[sel].tolist(), an.side[sel].tolist(), c["ts"][sel].tolist(), tcp[sel].tolist(),
             c["seq"][sel].tolist(), c["flags"][sel].tolist(), c["payload_off"][sel].tolist(),
-            c["payload_cap"][sel].tolist(), (an.bits[sel] & ta.RETRANS_ANY).tolist(),
+            c["payload_cap"][sel].tolist(), c["payload_len"][sel].tolist(), (an.bits[sel] & ta.RETRANS_ANY).tolist(),
         )  # fmt: skip
-        for slot, side, ts, is_tcp, seq, flags, off, cap, retrans in rows:
+        off_slots = []
+        for slot, side, ts, is_tcp, seq, flags, off, cap, plen, retrans in rows:
             payload = bytes(data[off : off + cap])
             cid = conns[slot].conn_id
             if is_tcp:
-                l7.tcp_segment(cid, side, seq, ts, payload, retrans=retrans != 0, syn=bool(flags & SYN),
-                               fin=bool(flags & FIN), rst=bool(flags & RST))  # fmt: skip
+                wanted = l7.tcp_segment(cid, side, seq, ts, payload, length=plen, retrans=retrans != 0,
+                                        syn=bool(flags & SYN), fin=bool(flags & FIN), rst=bool(flags & RST))  # fmt: skip
             else:
-                l7.udp_datagram(cid, side, ts, payload)
+                wanted = l7.udp_datagram(cid, side, ts, payload, length=plen)
+            if not wanted:
+                off_slots.append(slot)
+        if off_slots:  # later packets of these connections skip the loop above
+            self.l7_off[off_slots] = True
 
     # ---- output ------------------------------------------------------------
     def tick(self, now: int | None = None, flush_all: bool = False) -> None:
@@ -191,7 +202,7 @@ class Pipeline:
             self.drops.pop(slot, None)
         if len(finished):
             self.markers = {k: m for k, m in self.markers.items() if k[0] in self.conns}
-            self.flows.release(finished)
+            self._release(finished)
 
     def finish(self, stats: list[SourceStats] = ()) -> None:
         """End of input: every connection ends, everything is written."""
@@ -203,10 +214,15 @@ class Pipeline:
         for slot in everything.tolist():
             conn = self.conns.pop(slot)
             del self.slot_of[conn.conn_id]
-        self.flows.release(everything)
+        self._release(everything)
         if stats:
             self.writer.write(STATS_TABLE, [self._stats_row(s) for s in stats])
         self.writer.flush()
+
+    def _release(self, slots: np.ndarray) -> None:
+        """Slots are reused: forget what was learned about their connections."""
+        self.l7_off[slots[slots < len(self.l7_off)]] = False
+        self.flows.release(slots)
 
     def _stats_row(self, s: SourceStats) -> dict:
         return {"time": self.now, "host": self.host, "source": s.source, "packets": s.packets,

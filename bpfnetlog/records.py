@@ -131,8 +131,10 @@ L7_FIELDS: list[tuple[str, pa.DataType]] = COMMON_FIELDS + [
     ("request_length", _i64),
     ("response_length", _i64),
     *TRAFFIC_FIELDS,
-    ("req_headers", _str),  # JSON object, secrets redacted
-    ("resp_headers", _str),  # JSON object, secrets redacted
+    # header blocks as text: "Name: value" lines joined by "\n", non-printable bytes as \xNN,
+    # secret values "[REDACTED]", <= 4096 chars (then "\n...[TRUNCATED]")
+    ("req_headers", _str),
+    ("resp_headers", _str),
     ("dns_query", _str),
     ("dns_qtype", _str),
     ("dns_rcode", _str),
