@@ -85,16 +85,15 @@ S_LAST_ACK = 4  # raw ack number last sent
 S_WIN = 5  # scaled window last sent
 S_DUP_ACKS = 6
 S_LAST_ACK_TS = 7
-S_MAX_ACKED = 8  # highest unwrapped ack this side sent (other side's data acknowledged)
-S_PROBE_END = 9  # RTT probe: unwrapped end seq of a data segment awaiting its ACK
-S_PROBE_TS = 10
-S_PROBE_ON = 11
-S_FIN_END = 12  # unwrapped seq just after the FIN, 0 if no FIN
-S_WSCALE = 13  # window scale from the SYN, -1 if none
-S_HIST_BITS = 14
-S_FIN_ACKED = 15  # the other side acknowledged this side's FIN
-S_MAXSEQ_TBA = 16  # Wireshark's maxseqtobeacked: highest contiguous seq expected to be acked
-NS = 17
+S_PROBE_END = 8  # RTT probe: unwrapped end seq of a data segment awaiting its ACK
+S_PROBE_TS = 9
+S_PROBE_ON = 10
+S_FIN_END = 11  # unwrapped seq just after the FIN, 0 if no FIN
+S_WSCALE = 12  # window scale from the SYN, -1 if none
+S_HIST_BITS = 13
+S_FIN_ACKED = 14  # the other side acknowledged this side's FIN
+S_MAXSEQ_TBA = 15  # Wireshark's maxseqtobeacked: highest contiguous seq expected to be acked
+NS = 16
 
 SEQ_BASE = 1 << 33  # unwrapped sequence numbers start here so they never go negative
 
@@ -254,24 +253,24 @@ def analyze_batch(
                 if sd[slot, o, S_DUP_ACKS] == 0:
                     bits |= A_ACK_UNSEEN
                 sd[slot, o, S_DUP_ACKS] = -1
-        if (
-            (seglen > 0) and has_seq and useq < nxt and not (bits & A_KEEP_ALIVE)
-            and not (plen > 1 and useq == nxt - 1)  # new data after a zero window probe
-        ):
-            if (
-                sd[slot, o, S_DUP_ACKS] >= 2 and sd[slot, o, S_LAST_ACK] == raw
-                and ts - sd[slot, o, S_LAST_ACK_TS] < 20_000_000
+        if seglen > 0 and has_seq and not (bits & A_KEEP_ALIVE):
+            # Wireshark's order: spurious (data the receiver already acked), then fast
+            # retransmission, out of order, plain retransmission
+            not_advanced = useq < nxt and not (plen > 1 and useq == nxt - 1)  # new data after a ZW probe
+            last_ack = sd[slot, o, S_LAST_ACK]
+            if plen > 0 and last_ack and useq + plen <= _unwrap(nxt, last_ack):
+                bits |= A_SPURIOUS
+            elif not not_advanced:
+                pass
+            elif (
+                sd[slot, o, S_DUP_ACKS] >= 2 and last_ack == raw and ts - sd[slot, o, S_LAST_ACK_TS] < 20_000_000
             ):
                 bits |= A_FAST_RETRANS
+            elif ts - sd[slot, s, S_NEXT_TS] < (fl[slot, F_FIRST_RTT] or 3_000_000) and nxt != useq + seglen:
+                bits |= A_OUT_OF_ORDER
             else:
-                thres = fl[slot, F_FIRST_RTT] if fl[slot, F_FIRST_RTT] > 0 else 3_000_000
-                if ts - sd[slot, s, S_NEXT_TS] < thres and nxt != useq + seglen:
-                    bits |= A_OUT_OF_ORDER
-                elif plen > 0 and sd[slot, o, S_HAS_ACK] and useq + seglen <= sd[slot, o, S_MAX_ACKED]:
-                    bits |= A_SPURIOUS
-                else:
-                    bits |= A_RETRANS
-            if sd[slot, s, S_PROBE_ON] and useq < sd[slot, s, S_PROBE_END]:
+                bits |= A_RETRANS
+            if bits & (RETRANS_ANY | A_OUT_OF_ORDER) and sd[slot, s, S_PROBE_ON] and useq < sd[slot, s, S_PROBE_END]:
                 sd[slot, s, S_PROBE_ON] = 0  # Karn: no RTT sample across a retransmission
 
         # sequence bookkeeping
@@ -292,8 +291,6 @@ def analyze_batch(
             sd[slot, s, S_HAS_ACK] = 1
             if sd[slot, o, S_HAS_SEQ]:
                 uack = _unwrap(sd[slot, o, S_NEXT_SEQ], np.int64(ack_in[i]))
-                if uack > sd[slot, s, S_MAX_ACKED]:
-                    sd[slot, s, S_MAX_ACKED] = uack
                 if sd[slot, o, S_PROBE_ON] and uack >= sd[slot, o, S_PROBE_END]:
                     out_rtt[i] = ts - sd[slot, o, S_PROBE_TS]
                     sd[slot, o, S_PROBE_ON] = 0
