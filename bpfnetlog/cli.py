@@ -113,6 +113,7 @@ def capture(
     payload_snaplen: Annotated[int, typer.Option(help="Payload bytes kept per packet for L7 parsing.")] = 1024,
     flush_interval: Annotated[float, typer.Option(help="Seconds between writes of records to the store.")] = 5.0,
     host: Annotated[Optional[str], typer.Option(help="host of the records (default: this machine's hostname).")] = None,
+    write_pcap: Annotated[Optional[Path], typer.Option("--write-pcap", help="Also write the captured packets to this pcapng (raw IP, headers rebuilt, payload cut at --payload-snaplen) for Wireshark.")] = None,
 ) -> None:
     """Capture live on every NIC of this host and its network namespaces (eBPF tc programs)."""
     from rich.live import Live
@@ -129,15 +130,28 @@ def capture(
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     pipe = Pipeline(writer, host or socket.gethostname())
+    from bpfnetlog.capture.pcapng_writer import PcapngWriter
+
+    try:
+        pcap_out = PcapngWriter(write_pcap) if write_pcap else None
+    except OSError as e:
+        writer.close()
+        err.print(f"[red]error:[/] --write-pcap {write_pcap}: {e.strerror}")
+        raise typer.Exit(2) from None
     src = LiveSource(backend=backend, filter=filter, ifaces=iface, netns=netns, payload_snaplen=payload_snaplen)
     try:
         src.start()
     except (CaptureError, ValueError) as e:
         writer.close()
+        if pcap_out is not None:
+            pcap_out.close()
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     if src.notice:
         err.print(f"[yellow]note:[/] {src.notice}")
+    ready = src.stats()
+    err.print(f"capturing on {ready.nics_attached} interfaces ({src.backend}, {ready.attach_mode}) into {store}; "
+              "Ctrl-C to stop")  # fmt: skip
     from bpfnetlog.enrich.listening import listening_sockets
 
     pipe.listening = listening_sockets()
@@ -149,6 +163,8 @@ def capture(
         with writer, Live(console=err, refresh_per_second=2, transient=False) as live:
             for batch in src.batches(timeout_s=0.5):
                 pipe.feed(batch)
+                if pcap_out is not None:
+                    pcap_out.write(batch)
                 now = time.monotonic()
                 if now - last_flush >= flush_interval:
                     stats = src.stats()
@@ -174,6 +190,8 @@ def capture(
         stats.nics_attached, stats.attach_mode = attached.nics_attached, attached.attach_mode
         pipe.finish([stats])
         writer.close()
+        if pcap_out is not None:
+            pcap_out.close()
     elapsed = time.monotonic() - t0
     err.print(_live_table(src.backend, stats, pipe, elapsed, f"bpfnetlog capture -> {store} (stopped: {stopped_by})"))
 
