@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from bpfnetlog.correlate.ids import nic_traceid
 from bpfnetlog.correlate.tags import Conn, new_conn
@@ -247,7 +248,52 @@ class Pipeline:
         )
 
     def _write_l7(self, records: list[L7Record]) -> None:
-        out = []
+        """L7 records to the store, built column by column (a dict per record costs 3x more).
+
+        A record is its connection's tags + its own fields (which win on a name clash) +
+        l7_proto/l7_id/time, the tx/rx counts and status.
+        """
+        kept, tags, which, client_is_src = self._l7_tags(records)
+        if not kept:
+            return
+        n = len(kept)
+        types = SCHEMAS[L7_SOURCE]
+        fields = [r.fields for r in kept]
+        present = set().union(*fields)
+        unknown = present - set(types.names)
+        if unknown:
+            raise ValueError(f"fields not in {L7_SOURCE}: {', '.join(sorted(unknown))}")
+        cols = self._take_columns(tags, which, types)
+        for name in present:
+            if name in cols:  # a record field named like a tag: the tag fills the records without it
+                col = [f.get(name, tags[w][name]) for f, w in zip(fields, which)]
+            else:
+                col = [f.get(name) for f in fields]
+            cols[name] = pa.array(col, types.field(name).type)
+        cols["l7_proto"] = pa.array([r.l7_proto for r in kept], pa.string())
+        cols["l7_id"] = pa.array([r.l7_id for r in kept], pa.string())
+        cols["time"] = pa.array([r.time for r in kept], pa.int64())
+        counts = np.array([(r.req_packets, r.req_bytes, r.req_retrans, r.resp_packets, r.resp_bytes,
+                            r.resp_retrans) for r in kept], np.int64).reshape(n, 6)  # fmt: skip
+        req_is_tx = np.asarray(client_is_src, bool)[np.asarray(which, np.int64)]
+        for k, what in enumerate(("packets", "bytes", "retrans")):
+            cols["tx_" + what] = pa.array(np.where(req_is_tx, counts[:, k], counts[:, 3 + k]))
+            cols["rx_" + what] = pa.array(np.where(req_is_tx, counts[:, 3 + k], counts[:, k]))
+        status = self._L7_STATUS
+        cols["status"] = pa.array([status.get(f.get("response_status"), "info") for f in fields], pa.string())
+        self.writer.write(L7_SOURCE, pa.table(cols))
+        self.count.l7_records += n
+
+    def _l7_tags(self, records: list[L7Record]) -> tuple[list[L7Record], list[dict], list[int], list[bool]]:
+        """(records of known connections, distinct tag dicts, index of each record's tags, per tag
+        dict: the client is the src side).
+
+        A connection's tags change only when its client side does (the first record of a
+        connection may tell it), so they are computed once per (slot, client side), in record
+        order, exactly when the per-record computation would have changed them.
+        """
+        kept, tags, which, client_is_src = [], [], [], []
+        index: dict[tuple[int, int], int] = {}
         for r in records:
             slot = self.slot_of.get(r.conn_id)
             if slot is None:
@@ -255,24 +301,23 @@ class Pipeline:
             conn = self.conns[slot]
             if conn.l7_client < 0 and r.client_side >= 0:
                 conn.l7_client = r.client_side
-            row = self._tags(slot)
-            row.update(r.fields)
-            row["l7_proto"] = r.l7_proto
-            row["l7_id"] = r.l7_id
-            row["time"] = r.time
-            client_is_src = conn.client_side == conn.src_side
-            req = (r.req_packets, r.req_bytes, r.req_retrans)
-            resp = (r.resp_packets, r.resp_bytes, r.resp_retrans)
-            tx, rx = (req, resp) if client_is_src else (resp, req)
-            row["tx_packets"], row["tx_bytes"], row["tx_retrans"] = tx
-            row["rx_packets"], row["rx_bytes"], row["rx_retrans"] = rx
-            status = row.get("response_status", "")
-            row["status"] = "error" if status in ("server_error", "timeout") else (
-                "warning" if status == "client_error" else "info")  # fmt: skip
-            out.append(row)
-        if out:
-            self.writer.write(L7_SOURCE, out)
-            self.count.l7_records += len(out)
+            key = (slot, conn.client_side)
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(tags)
+                tags.append(self._tags(slot))
+                client_is_src.append(conn.client_side == conn.src_side)
+            kept.append(r)
+            which.append(i)
+        return kept, tags, which, client_is_src
+
+    _L7_STATUS = {"server_error": "error", "timeout": "error", "client_error": "warning"}  # else "info"
+
+    @staticmethod
+    def _take_columns(rows: list[dict], which: list[int], schema: pa.Schema) -> dict[str, pa.Array]:
+        """Columns of rows[which[0]], rows[which[1]], ...: each distinct row converted once, then taken."""
+        idx = pa.array(which, pa.int32())
+        return {name: pa.array([row[name] for row in rows], schema.field(name).type).take(idx) for name in rows[0]}
 
     def _write_l4(self, rows: dict[str, np.ndarray], finished: set[int], flush_all: bool) -> None:
         if not rows or not len(rows["slot"]):
