@@ -150,6 +150,8 @@ def capture(
     if src.notice:
         err.print(f"[yellow]note:[/] {src.notice}")
     ready = src.stats()
+    if not ready.nics_attached:
+        err.print("[yellow]note:[/] no interface matches --iface/--netns yet; capture starts when one appears")
     err.print(f"capturing on {ready.nics_attached} interfaces ({src.backend}, {ready.attach_mode}) into {store}; "
               "Ctrl-C to stop")  # fmt: skip
     from bpfnetlog.enrich.listening import listening_sockets
