@@ -168,7 +168,7 @@ class Pipeline:
         )  # fmt: skip
         off_slots = []
         for slot, side, ts, is_tcp, seq, flags, off, cap, plen, retrans in rows:
-            payload = bytes(data[off : off + cap])
+            payload = data[off : off + cap]  # the engine copies only the bytes it looks at
             cid = conns[slot].conn_id
             if is_tcp:
                 wanted = l7.tcp_segment(cid, side, seq, ts, payload, length=plen, retrans=retrans != 0,

@@ -49,6 +49,16 @@ class Parser(Protocol):
         """In-order bytes of one direction; `seq` is the raw seq of data[0]."""
         ...
 
+    def absorb(self, side: int, size: int, ts: int) -> bool:
+        """The next `size` in-order bytes of `side` arrived; True if they needed no look (inside a
+        body of known length that goes on after them): then they are counted and `feed` must not
+        get them. False: nothing happened, `feed` them.
+
+        Most packets of a large response are body: this spares the engine a copy of their
+        bytes and the parser a call that builds an empty list.
+        """
+        ...
+
     def gap(self, side: int, size: int) -> list[Message]:
         """`size` bytes (-1: unknown) are missing before the next feed of `side`.
 

@@ -67,15 +67,19 @@ def _question(wire: bytes) -> tuple[int, int, int, str, int] | None:
 
 
 def detect_udp(data: bytes, side: int) -> "DnsParser | None":
-    ok = _plausible(data) and (_decode(data) is not None or _question(data) is not None)
-    return DnsParser(tcp=False) if ok else None
+    if not _plausible(data):
+        return None
+    msg = _decode(data)
+    if msg is None and _question(data) is None:
+        return None
+    return DnsParser(tcp=False, decoded=(data, msg))
 
 
 def detect_tcp(data: bytes, side: int) -> "DnsParser | None":
     size = int.from_bytes(data[:2], "big")
     wire = data[2 : 2 + size]
-    ok = len(data) >= 2 + size and _plausible(wire) and _decode(wire) is not None
-    return DnsParser(tcp=True) if ok else None
+    msg = _decode(wire) if len(data) >= 2 + size and _plausible(wire) else None
+    return None if msg is None else DnsParser(tcp=True, decoded=(wire, msg))
 
 
 class DnsParser:
@@ -83,10 +87,13 @@ class DnsParser:
 
     proto = "dns"
 
-    def __init__(self, tcp: bool) -> None:
+    def __init__(self, tcp: bool, decoded: tuple[bytes, dns.message.Message | None] | None = None) -> None:
         self.client_side = -1
         self.malformed = 0
         self._tcp = tcp
+        # (wire, its parse) of the message detection decoded: the engine hands that message to the
+        # parser right after detection, and a decode costs more than everything else of a message
+        self._decoded = decoded
         self._buf = (bytearray(), bytearray())  # TCP: bytes of an unfinished message
         self._seq = [0, 0]  # raw seq of _buf[side][0]
         self._ts = [0, 0]  # ts of the packet that carried _buf[side][0]
@@ -129,6 +136,10 @@ class DnsParser:
             self._ts[side] = ts
         return out
 
+    def absorb(self, side: int, size: int, ts: int) -> bool:
+        """DNS messages are small: every byte is looked at (see `feed`)."""
+        return False
+
     def gap(self, side: int, size: int) -> list[Message]:
         """Drop the cut message and skip the rest of it when its size is known; else the next
         segment is assumed to start a message."""
@@ -154,7 +165,8 @@ class DnsParser:
     def _message(
         self, side: int, wire: bytes, seq: int, ts0: int, ts1: int, length: int, cut: bool = False
     ) -> Message | None:
-        msg = _decode(wire)
+        decoded, self._decoded = self._decoded, None
+        msg = decoded[1] if decoded is not None and decoded[0] == wire else _decode(wire)
         if msg is None:
             self.malformed += 1
             return self._cut_message(side, wire, ts0, length) if cut else None

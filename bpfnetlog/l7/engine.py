@@ -149,7 +149,7 @@ class L7Engine:
         side: int,
         seq: int,
         ts: int,
-        payload: bytes,
+        payload: bytes | memoryview,
         *,
         length: int | None = None,
         retrans: bool,
@@ -159,8 +159,9 @@ class L7Engine:
     ) -> bool:
         """Every TCP packet with payload, plus SYNs (they fix the stream origin).
 
-        `payload` is what was captured of the segment, `length` its payload size
-        on the wire (None: len(payload)). Returns False once the connection is
+        `payload` is what was captured of the segment (a memoryview is copied only
+        when its bytes are looked at or kept: body bytes are only counted), `length`
+        its payload size on the wire (None: len(payload)). Returns False once the connection is
         ignored (unknown protocol): the caller may drop its later packets.
         FIN/RST are accepted but only the caller's `close` ends a connection: a
         FIN of one side does not end the other side's messages.
@@ -202,10 +203,10 @@ class L7Engine:
             r.next = off + n
             parser = conn.parser
             if parser is None:
-                self._detect_tcp(conn, side, Chunk(seq, payload, ts, 0, tail))
-            else:
+                self._detect_tcp(conn, side, Chunk(seq, bytes(payload), ts, 0, tail))
+            elif tail or not parser.absorb(side, cap, ts):
                 if cap:
-                    msgs = parser.feed(side, payload, seq, ts)
+                    msgs = parser.feed(side, bytes(payload), seq, ts)
                     if msgs:
                         self._on_messages(conn, msgs)
                 if tail:
@@ -215,16 +216,19 @@ class L7Engine:
                 if parser.malformed != conn.malformed:
                     self._count_malformed(conn)
         else:
-            self._deliver(conn, side, r.at(off, payload, ts, n))
+            self._deliver(conn, side, r.at(off, bytes(payload), ts, n))
             if r._ooo:
                 self._holes[conn] = None
         return not conn.ignored
 
-    def udp_datagram(self, conn_id: str, side: int, ts: int, payload: bytes, length: int | None = None) -> bool:
+    def udp_datagram(
+        self, conn_id: str, side: int, ts: int, payload: bytes | memoryview, length: int | None = None
+    ) -> bool:
         """One UDP datagram; `length` is its payload size on the wire (None: len(payload)).
 
         Returns False once the connection is ignored (unknown protocol).
         """
+        payload = bytes(payload)
         conn = self._conns.get(conn_id)
         if conn is None:
             conn = self._new_conn(conn_id, True, ts)

@@ -165,6 +165,24 @@ class Http1Parser:
         h.keep(buf, self._parse(side, h, buf, out))
         return out
 
+    def absorb(self, side: int, size: int, ts: int) -> bool:
+        """Body bytes that do not end their body (or a tunnel's bytes): counted without a look."""
+        h = self._halves[side]
+        if h.buf:
+            return False
+        state = h.state
+        if state == BODY or state == CHUNK_DATA:
+            if size >= h.remaining:
+                return False
+            h.remaining -= size
+        elif state != UNTIL_CLOSE:
+            return state == TUNNEL  # feed ignores a tunnel's bytes
+        msg = h.msg
+        if msg is not None:
+            msg.length += size
+            msg.ts_end = ts
+        return True
+
     def gap(self, side: int, size: int) -> list[Message]:
         """`size` bytes (-1: unknown) missing: lost, or not captured (snaplen)."""
         h = self._halves[side]
