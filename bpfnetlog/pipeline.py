@@ -160,21 +160,21 @@ class Pipeline:
             return
         data = memoryview(batch.data)
         conns = self.conns
-        l7 = self.l7
+        tcp_segment, udp_datagram = self.l7.tcp_segment, self.l7.udp_datagram
+        # FIN and RST are not passed: the engine ends a connection only on close()
         rows = zip(
             an.slot[sel].tolist(), an.side[sel].tolist(), c["ts"][sel].tolist(), tcp[sel].tolist(),
-            c["seq"][sel].tolist(), c["flags"][sel].tolist(), c["payload_off"][sel].tolist(),
-            c["payload_cap"][sel].tolist(), c["payload_len"][sel].tolist(), (an.bits[sel] & ta.RETRANS_ANY).tolist(),
+            c["seq"][sel].tolist(), ((c["flags"][sel] & SYN) != 0).tolist(), c["payload_off"][sel].tolist(),
+            c["payload_cap"][sel].tolist(), c["payload_len"][sel].tolist(),
+            ((an.bits[sel] & ta.RETRANS_ANY) != 0).tolist(),
         )  # fmt: skip
         off_slots = []
-        for slot, side, ts, is_tcp, seq, flags, off, cap, plen, retrans in rows:
+        for slot, side, ts, is_tcp, seq, syn, off, cap, plen, retrans in rows:
             payload = data[off : off + cap]  # the engine copies only the bytes it looks at
-            cid = conns[slot].conn_id
             if is_tcp:
-                wanted = l7.tcp_segment(cid, side, seq, ts, payload, length=plen, retrans=retrans != 0,
-                                        syn=bool(flags & SYN), fin=bool(flags & FIN), rst=bool(flags & RST))  # fmt: skip
+                wanted = tcp_segment(conns[slot].conn_id, side, seq, ts, payload, length=plen, retrans=retrans, syn=syn)
             else:
-                wanted = l7.udp_datagram(cid, side, ts, payload, length=plen)
+                wanted = udp_datagram(conns[slot].conn_id, side, ts, payload, plen)
             if not wanted:
                 off_slots.append(slot)
         if off_slots:  # later packets of these connections skip the loop above
