@@ -16,8 +16,9 @@ use `length`.
 the connection (not a protocol it knows): every later packet of that
 connection would be dropped at once, so the caller may stop sending them.
 
-Packet accounting: each direction's log holds (start, end, retransmission) per
-packet in stream order; it is pruned below the oldest message of that
+Packet accounting: each direction's log holds (start, size, retransmission) per
+packet in stream order, packed in one int (`_pack`: ints are not tracked by the
+garbage collector, tuples are, and the log holds an entry per packet); it is pruned below the oldest message of that
 direction that has no record yet, so attributing a message's packets looks at
 only the packets around it (O(packets) overall).
 """
@@ -39,6 +40,8 @@ DETECT_GIVE_UP = 256 * 1024  # stream bytes after which an undetected TCP connec
 DETECT_GIVE_UP_DATAGRAMS = 8
 MAX_WAITING = 1024  # requests without response per connection
 PACKET_LOG = 4096  # packets per direction kept for attributing them to messages
+_START_SHIFT = 33  # packet log entry: start << 33 | size << 1 | retransmission; sorts like (start, size, retrans)
+_SIZE_MASK = (1 << 32) - 1  # sizes are below 2**32 (payload_len is 32 bits)
 _HTTP_HINT = b"HTTP/1."  # every HTTP/1 start line holds it; detection runs only once it was seen
 _MASK = 0xFFFFFFFF
 
@@ -108,7 +111,7 @@ class _Conn:
         self.n = 0  # l7_id counter
         self.waiting: dict[object, _Exchange] = {}  # key -> request without response yet
         self.inflight: dict[str, _Exchange] = {}  # l7_id -> request not yet in a record
-        self.log: tuple[list, list] = ([], [])  # per side: (start, end, retrans) sorted by start
+        self.log: tuple[list, list] = ([], [])  # per side: packed (start, size, retrans), sorted
         self.lo = [0, 0]  # per side: log entries before this index are forgotten
         self.span = [0, 0]  # per side: largest end - start in the log
         self.done_end = [-1, -1]  # stream offset where the last complete message of a side ended
@@ -190,8 +193,8 @@ class L7Engine:
         off = r.offset(seq)
         # The packet log, kept sorted by start offset (in-order packets are appended).
         log = conn.log[side]
-        entry = (off, off + n, retrans)
-        if not log or off >= log[-1][0]:
+        entry = (off << _START_SHIFT) | (n << 1) | (1 if retrans else 0)
+        if not log or off >= log[-1] >> _START_SHIFT:
             log.append(entry)
         else:
             insort(log, entry, conn.lo[side])
@@ -460,7 +463,7 @@ class L7Engine:
         log = conn.log[side]
         lo = conn.lo[side]
         n = len(log)
-        while lo < n and log[lo][1] <= floor:
+        while lo < n and (log[lo] >> _START_SHIFT) + ((log[lo] >> 1) & _SIZE_MASK) <= floor:
             lo += 1
         if lo >= n:
             log.clear()
@@ -489,10 +492,13 @@ class L7Engine:
         i = conn.lo[side]
         n = len(log)
         if n - i > 16:
-            i = bisect_left(log, (a - conn.span[side],), i)
+            i = bisect_left(log, (a - conn.span[side]) << _START_SHIFT, i)
         packets = size = retrans = 0
         while i < n:
-            start, end, rt = log[i]
+            e = log[i]
+            start = e >> _START_SHIFT
+            end = start + ((e >> 1) & _SIZE_MASK)
+            rt = e & 1
             if start >= b:
                 break
             if end > a:
