@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bpfnetlog.correlate.ids import nic_traceid
 from bpfnetlog.correlate.tags import Conn, new_conn
@@ -250,26 +251,20 @@ class Pipeline:
     def _write_l7(self, records: list[L7Record]) -> None:
         """L7 records to the store, built column by column (a dict per record costs 3x more).
 
-        A record is its connection's tags + its own fields (which win on a name clash) +
-        l7_proto/l7_id/time, the tx/rx counts and status.
+        A record is its connection's tags + its fields (`L7Record.fields`) + l7_proto/l7_id/time,
+        the tx/rx counts and status.
         """
         kept, tags, which, client_is_src = self._l7_tags(records)
         if not kept:
             return
         n = len(kept)
         types = SCHEMAS[L7_SOURCE]
-        fields = [r.fields for r in kept]
-        present = set().union(*fields)
-        unknown = present - set(types.names)
-        if unknown:
-            raise ValueError(f"fields not in {L7_SOURCE}: {', '.join(sorted(unknown))}")
         cols = self._take_columns(tags, which, types)
-        for name in present:
-            if name in cols:  # a record field named like a tag: the tag fills the records without it
-                col = [f.get(name, tags[w][name]) for f, w in zip(fields, which)]
-            else:
-                col = [f.get(name) for f in fields]
-            cols[name] = pa.array(col, types.field(name).type)
+        fields = self._l7_field_columns(kept, types)
+        clash = fields.keys() & cols.keys()
+        if clash:
+            raise ValueError(f"L7 fields named like connection tags: {', '.join(sorted(clash))}")
+        cols.update(fields)
         cols["l7_proto"] = pa.array([r.l7_proto for r in kept], pa.string())
         cols["l7_id"] = pa.array([r.l7_id for r in kept], pa.string())
         cols["time"] = pa.array([r.time for r in kept], pa.int64())
@@ -279,8 +274,7 @@ class Pipeline:
         for k, what in enumerate(("packets", "bytes", "retrans")):
             cols["tx_" + what] = pa.array(np.where(req_is_tx, counts[:, k], counts[:, 3 + k]))
             cols["rx_" + what] = pa.array(np.where(req_is_tx, counts[:, 3 + k], counts[:, k]))
-        status = self._L7_STATUS
-        cols["status"] = pa.array([status.get(f.get("response_status"), "info") for f in fields], pa.string())
+        cols["status"] = self._l7_status(cols.get("response_status", pa.nulls(n, pa.string())))
         self.writer.write(L7_SOURCE, pa.table(cols))
         self.count.l7_records += n
 
@@ -311,7 +305,46 @@ class Pipeline:
             which.append(i)
         return kept, tags, which, client_is_src
 
-    _L7_STATUS = {"server_error": "error", "timeout": "error", "client_error": "warning"}  # else "info"
+    @staticmethod
+    def _l7_field_columns(records: list[L7Record], schema: pa.Schema) -> dict[str, pa.Array]:
+        """The columns of the records' fields: the messages' fields converted once per distinct
+        dict (records of equal heads share it) and taken, then each record's own fields on top."""
+        index: dict[int, int] = {}  # id(dict) -> position in dicts
+        dicts: list[dict] = []
+
+        def at(d: dict) -> int:
+            i = index.get(id(d))
+            if i is None:
+                i = index[id(d)] = len(dicts)
+                dicts.append(d)
+            return i
+
+        req_at = pa.array([at(r.req_fields) for r in records], pa.int32())
+        resp_at = pa.array([at(r.resp_fields) for r in records], pa.int32())
+        owns = [r.own for r in records]
+        names = set().union(*dicts)
+        own_names = set().union(*owns)
+        unknown = (names | own_names) - set(schema.names)
+        if unknown:
+            raise ValueError(f"fields not in {L7_SOURCE}: {', '.join(sorted(unknown))}")
+        out = {}
+        for name in names:  # the request's value if it has the field, else the response's
+            values = pa.array([d.get(name) for d in dicts], schema.field(name).type)
+            has = pa.array([name in d for d in dicts])
+            out[name] = pc.if_else(has.take(req_at), values.take(req_at), values.take(resp_at))
+        for name in own_names:
+            col = pa.array([o.get(name) for o in owns], schema.field(name).type)
+            if name in out:  # where the record has no value of its own, the messages' stays
+                col = pc.if_else(pa.array([name in o for o in owns]), col, out[name])
+            out[name] = col
+        return out
+
+    @staticmethod
+    def _l7_status(response_status: pa.Array) -> pa.Array:
+        """status: error for server_error/timeout, warning for client_error, else info."""
+        known = pa.array(["server_error", "timeout", "client_error"])
+        which = pc.fill_null(pc.index_in(response_status, value_set=known), 3).to_numpy()
+        return pa.array(np.array(["error", "error", "warning", "info"], object)[which], pa.string())
 
     @staticmethod
     def _take_columns(rows: list[dict], which: list[int], schema: pa.Schema) -> dict[str, pa.Array]:

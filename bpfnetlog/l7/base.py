@@ -30,7 +30,7 @@ class Message:
     ts_start: int  # ns, packet that carried the first byte
     ts_end: int  # ns, packet that carried the last byte
     length: int  # bytes on the wire, framing included
-    fields: dict[str, object] = field(default_factory=dict)  # L7_FIELDS names -> values
+    fields: dict[str, object] = field(default_factory=dict)  # L7_FIELDS names -> values; read-only (may be shared)
     key: Hashable | None = None  # pairs a response with its request; None: cannot be paired
     complete: bool = False
     traceid: str | None = None  # l7_traceid when TCP seqs cannot give one (UDP)

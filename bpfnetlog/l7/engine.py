@@ -42,26 +42,40 @@ MAX_WAITING = 1024  # requests without response per connection
 PACKET_LOG = 4096  # packets per direction kept for attributing them to messages
 _START_SHIFT = 33  # packet log entry: start << 33 | size << 1 | retransmission; sorts like (start, size, retrans)
 _SIZE_MASK = (1 << 32) - 1  # sizes are below 2**32 (payload_len is 32 bits)
+_NONE: dict[str, object] = {}  # the fields of a missing message (never written to)
 _HTTP_HINT = b"HTTP/1."  # every HTTP/1 start line holds it; detection runs only once it was seen
 _MASK = 0xFFFFFFFF
 
 
 @dataclass(slots=True)
 class L7Record:
-    """One request and its response (either may be missing, see fields["pairing"])."""
+    """One request and its response (either may be missing, see fields["pairing"]).
+
+    Its fields are the response's, overridden by the request's, overridden by its own
+    (`fields` merges them). The messages' dicts are kept as they are, shared by every
+    record of an equal head (the parsers memoize heads), so a writer can convert each
+    distinct dict once.
+    """
 
     conn_id: str
     l7_id: str
     client_side: int  # 0/1, -1 unknown
     l7_proto: str
     time: int  # ns: request start, or response start without request
-    fields: dict[str, object]  # L7_FIELDS names only
+    own: dict[str, object]  # L7_FIELDS names only: ids, pairing, seqs, lengths, costs
+    req_fields: dict[str, object]  # the request's fields (read-only; empty without a request)
+    resp_fields: dict[str, object]  # the response's fields (read-only; empty without a response)
     req_packets: int = 0
     req_bytes: int = 0
     req_retrans: int = 0
     resp_packets: int = 0
     resp_bytes: int = 0
     resp_retrans: int = 0
+
+    @property
+    def fields(self) -> dict[str, object]:
+        """Every L7_FIELDS value of the record, as one new dict."""
+        return self.resp_fields | self.req_fields | self.own
 
 
 @dataclass(slots=True)
@@ -515,18 +529,17 @@ class L7Engine:
         conn, req = ex.conn, ex.req
         if req is not None:
             conn.inflight.pop(ex.l7_id, None)
-            f = resp.fields | req.fields if resp is not None else req.fields.copy()
-        else:
-            f = resp.fields.copy()
-        f["l7_id"] = ex.l7_id
-        f["pairing"] = pairing
-        if status is not None or "response_status" not in f:
+        req_fields = req.fields if req is not None else _NONE
+        resp_fields = resp.fields if resp is not None else _NONE
+        f = {"l7_id": ex.l7_id, "pairing": pairing}
+        if status is not None or ("response_status" not in req_fields and "response_status" not in resp_fields):
             f["response_status"] = status or "unknown"
         req_seq = req.seq if req is not None and not conn.udp else -1
         resp_seq = resp.seq if resp is not None and not conn.udp else -1
         f["req_seq"], f["resp_seq"] = req_seq, resp_seq
         f["l7_traceid"] = (req or resp).traceid or f"{req_seq}_{resp_seq}"
-        rec = L7Record(conn.id, ex.l7_id, conn.parser.client_side, conn.parser.proto, (req or resp).ts_start, f)
+        rec = L7Record(conn.id, ex.l7_id, conn.parser.client_side, conn.parser.proto, (req or resp).ts_start, f,
+                       req_fields, resp_fields)  # fmt: skip
         if req is not None:
             f["request_length"] = req.length
             f["cost_req_sent"] = (req.ts_end - req.ts_start) // 1000

@@ -392,7 +392,8 @@ class Http1Parser:
             ts0 = ts1 = marks[0][1]
         else:
             ts0, ts1 = h.ts_at(start), h.ts_at(end - 1)
-        h.msg = msg = Message(is_req, side, (h.seq + start) & SEQ_MASK, ts0, ts1, end - start, fields.copy(), key)
+        # the memoized head's dict itself: Message.fields are read-only, so equal heads share one
+        h.msg = msg = Message(is_req, side, (h.seq + start) & SEQ_MASK, ts0, ts1, end - start, fields, key)
         out.append(msg)
         if h.state == TUNNEL:  # CONNECT accepted or 101: the rest is another protocol
             self._halves[1 - side].state = TUNNEL
