@@ -553,6 +553,7 @@ class L7Engine:
             rec.resp_packets, rec.resp_bytes, rec.resp_retrans = self._account(conn, resp)
         self.stats["records"] += 1
         self._records.append(rec)
+        ex.req = None  # req.tag is ex: without this cycle both are freed at once, not by the garbage collector
 
 
 def _detect(detectors: tuple[Detector, ...], data: bytes, side: int) -> Parser | None:
