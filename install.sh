@@ -33,4 +33,5 @@ extras="bench"
 if [ -x bpf/build.sh ]; then
   bpf/build.sh
 fi
+.venv/bin/python -m bpfnetlog.warmup examples/sample.pcapng
 echo "bpfnetlog installed: .venv/bin/bpfnetlog"

@@ -131,6 +131,7 @@ def capture(
 
     from bpfnetlog.capture.errors import CaptureError
     from bpfnetlog.capture.live import LiveSource
+    from bpfnetlog.enrich.listening import listening_sockets
     from bpfnetlog.pipeline import Pipeline
     from bpfnetlog.store.base import StoreError
     from bpfnetlog.store.writer import ParquetStoreWriter
@@ -159,22 +160,14 @@ def capture(
             pcap_out.close()
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    if src.notice:
-        err.print(f"[yellow]note:[/] {src.notice}")
-    ready = src.stats()
-    if not ready.nics_attached:
-        err.print("[yellow]note:[/] no interface matches --iface/--netns yet; capture starts when one appears")
-    err.print(f"capturing on {ready.nics_attached} interfaces ({src.backend}, {ready.attach_mode}) into {store}; "
-              "Ctrl-C to stop")  # fmt: skip
-    from bpfnetlog.enrich.listening import listening_sockets
-
-    pipe.listening = listening_sockets()
     reported_drops: dict[tuple, int] = {}
     t0 = time.monotonic()
     last_flush = t0
     stopped_by = "end of --duration"
-    try:
-        with writer, Live(console=err, refresh_per_second=2, transient=False) as live:
+    try:  # from here on, Ctrl-C / SIGTERM always detach and flush
+        _announce(src, store)
+        pipe.listening = listening_sockets()
+        with Live(console=err, refresh_per_second=2, transient=False) as live:
             for batch in src.batches(timeout_s=0.5):
                 pipe.feed(batch)
                 if pcap_out is not None:
@@ -208,6 +201,16 @@ def capture(
             pcap_out.close()
     elapsed = time.monotonic() - t0
     err.print(_live_table(src.backend, stats, pipe, elapsed, f"bpfnetlog capture -> {store} (stopped: {stopped_by})"))
+
+
+def _announce(src, store: Path) -> None:
+    if src.notice:
+        err.print(f"[yellow]note:[/] {src.notice}")
+    ready = src.stats()
+    if not ready.nics_attached:
+        err.print("[yellow]note:[/] no interface matches --iface/--netns yet; capture starts when one appears")
+    err.print(f"capturing on {ready.nics_attached} interfaces ({src.backend}, {ready.attach_mode}) into {store}; "
+              "Ctrl-C to stop")  # fmt: skip
 
 
 def _live_table(backend: str, s, pipe, elapsed: float, title: str = "bpfnetlog capture") -> Table:
