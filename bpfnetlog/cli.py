@@ -6,6 +6,7 @@ store writer, and report progress. The work lives in the pipeline stages.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import socket
 import time
@@ -33,6 +34,7 @@ def _few_gc_passes() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    atexit.register(gc.unfreeze)  # frozen objects would be reported as leaks by duckdb at exit
 
 StoreOpt = Annotated[Path, typer.Option("--store", help="Data directory of the embedded store.")]
 
@@ -99,13 +101,18 @@ def read(
         raise typer.Exit(1)
 
 
-def _summary(pipe, stats, elapsed: float, store: Path) -> None:
+def _pipeline_rows(t: Table, pipe, elapsed: float) -> None:
+    """The rows both summaries show: what the pipeline made of the packets."""
     c = pipe.count
-    t = Table(title=f"bpfnetlog read -> {store}", show_header=False)
     t.add_row("packets", f"{c.packets:,} ({c.packets / max(elapsed, 1e-9):,.0f}/s in {elapsed:.2f}s)")
     t.add_row("connections", f"{c.connections:,}")
     t.add_row("L4 records (chunks)", f"{c.l4_records:,}")
     t.add_row("L7 records", f"{c.l7_records:,}")
+
+
+def _summary(pipe, stats, elapsed: float, store: Path) -> None:
+    t = Table(title=f"bpfnetlog read -> {store}", show_header=False)
+    _pipeline_rows(t, pipe, elapsed)
     t.add_row("skipped (not TCP/UDP)", f"{sum(s.skipped for s in stats):,}")
     t.add_row("malformed", f"{sum(s.malformed for s in stats):,}")
     errors = [e for s in stats for e in s.errors]
@@ -214,15 +221,11 @@ def _announce(src, store: Path) -> None:
 
 
 def _live_table(backend: str, s, pipe, elapsed: float, title: str = "bpfnetlog capture") -> Table:
-    c = pipe.count
     t = Table(title=title, show_header=False)
     t.add_row("backend", f"{backend} ({getattr(s, 'attach_mode', '')})")
     t.add_row("interfaces", f"{getattr(s, 'nics_attached', 0)}")
-    t.add_row("packets", f"{c.packets:,} ({c.packets / max(elapsed, 1e-9):,.0f}/s)")
     t.add_row("dropped (ring full)", f"{s.dropped:,}")
-    t.add_row("connections", f"{c.connections:,}")
-    t.add_row("L4 records", f"{c.l4_records:,}")
-    t.add_row("L7 records", f"{c.l7_records:,}")
+    _pipeline_rows(t, pipe, elapsed)
     if s.errors:
         t.add_row("errors", "\n".join(s.errors[-5:]))
     return t
