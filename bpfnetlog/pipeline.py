@@ -208,8 +208,6 @@ class Pipeline:
 
     def finish(self, stats: list[SourceStats] = ()) -> None:
         """End of input: every connection ends, everything is written."""
-        for slot, conn in self.conns.items():
-            self.l7.close(conn.conn_id, self.now)
         self.l7.finish(self.now)
         self.tick(self.now, flush_all=True)
         everything = self.flows.used_slots()

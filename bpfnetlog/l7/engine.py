@@ -171,8 +171,6 @@ class L7Engine:
         length: int | None = None,
         retrans: bool,
         syn: bool = False,
-        fin: bool = False,
-        rst: bool = False,
     ) -> bool:
         """Every TCP packet with payload, plus SYNs (they fix the stream origin).
 
@@ -180,16 +178,12 @@ class L7Engine:
         when its bytes are looked at or kept: body bytes are only counted), `length`
         its payload size on the wire (None: len(payload)). Returns False once the connection is
         ignored (unknown protocol): the caller may drop its later packets.
-        FIN/RST are accepted but only the caller's `close` ends a connection: a
-        FIN of one side does not end the other side's messages.
+        Only the caller's `close` ends a connection: a FIN of one side does not end the
+        other side's messages, so FIN/RST are not passed.
         """
-        conn = self._conns.get(conn_id)
+        conn = self._live_conn(conn_id, False, ts)
         if conn is None:
-            conn = self._new_conn(conn_id, False, ts)
-        elif conn.ignored:
             return False
-        else:
-            self._conns.move_to_end(conn_id)
         r = conn.reasm[side]
         if syn:
             r.set_isn(seq)
@@ -246,13 +240,9 @@ class L7Engine:
         Returns False once the connection is ignored (unknown protocol).
         """
         payload = bytes(payload)
-        conn = self._conns.get(conn_id)
+        conn = self._live_conn(conn_id, True, ts)
         if conn is None:
-            conn = self._new_conn(conn_id, True, ts)
-        elif conn.ignored:
             return False
-        else:
-            self._conns.move_to_end(conn_id)
         if not payload:
             return True
         n = length if length is not None and length > len(payload) else len(payload)
@@ -269,6 +259,16 @@ class L7Engine:
         self._on_messages(conn, conn.parser.datagram(side, payload, ts, n))
         self._count_malformed(conn)
         return True
+
+    def _live_conn(self, conn_id: str, udp: bool, ts: int) -> "_Conn | None":
+        """The connection's state (made on first sight, most recently used), None if ignored."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return self._new_conn(conn_id, udp, ts)
+        if conn.ignored:
+            return None
+        self._conns.move_to_end(conn_id)
+        return conn
 
     def close(self, conn_id: str, ts: int) -> None:
         conn = self._conns.pop(conn_id, None)
