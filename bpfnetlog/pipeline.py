@@ -28,6 +28,7 @@ from bpfnetlog.l4.flows import FlowTable
 from bpfnetlog.l4.packet_rows import packet_table
 from bpfnetlog.l4.roles import LocalNets
 from bpfnetlog.l7.engine import L7Engine, L7Record, Marker
+from bpfnetlog.l7.fastpath import FastHttp, MarkerTable
 from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, Nic, PacketBatch, SourceStats
 from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, SCHEMAS, STATS_TABLE
 from bpfnetlog.store.base import StoreWriter
@@ -61,13 +62,17 @@ class Counters:
 
 class Pipeline:
     def __init__(self, writer: StoreWriter, host: str, local: LocalNets | None = None,
-                 timeouts: Timeouts | None = None) -> None:  # fmt: skip
+                 timeouts: Timeouts | None = None, fast_l7: bool = True) -> None:  # fmt: skip
+        """`fast_l7=False` sends every connection to the Python L7 engine (the reference the
+        compiled HTTP fast path is tested against)."""
         self.writer = writer
         self.host = host
         self.local = local or LocalNets()
         self.t = timeouts or Timeouts()
         self.flows = FlowTable(chunk_max_ns=int(self.t.chunk_max * S))
         self.l7 = L7Engine(request_timeout_ns=int(self.t.l7_request * S))
+        self.fast: FastHttp | None = FastHttp(self.l7) if fast_l7 else None
+        self.fast_markers = MarkerTable()
         self.pending = PendingPackets()
         self.nics: list[Nic] = []
         self._nic_index: dict[Nic, int] = {}
@@ -94,6 +99,8 @@ class Pipeline:
                 c.listen_server = server_side(self.listening, c.nic.netns, c.ip, c.port)
             self.conns[slot] = c
             self.slot_of[c.conn_id] = slot
+            if self.fast is not None:
+                self.fast.track(slot, c.conn_id, self.flows.capacity)
         self.count.connections += len(created)
         self.count.packets += len(batch)
         self._learn_wire_locality(batch, an)
@@ -148,14 +155,31 @@ class Pipeline:
         return lut[batch.nic]
 
     def _feed_l7(self, batch: PacketBatch, an) -> None:
-        """Payload packets (and SYN/FIN/RST) to the L7 engine, except for connections it gave up on."""
+        """Payload packets (and SYN/FIN/RST) to the L7 stage, except for connections it gave up on.
+
+        TCP goes through the compiled HTTP fast path first (l7.fastpath); what it leaves,
+        and UDP, goes to the Python engine one packet at a time.
+        """
         c = batch.cols
         tcp = c["proto"] == 6
         if len(self.l7_off) < self.flows.capacity:
             self.l7_off = np.concatenate([self.l7_off, np.zeros(self.flows.capacity - len(self.l7_off), bool)])
         ok = an.slot >= 0
+        syn = tcp & ((c["flags"] & SYN) != 0)
         want = ok & ((c["payload_len"] > 0) | (tcp & ((c["flags"] & (SYN | FIN | RST)) != 0)))
         want &= ~self.l7_off[np.where(ok, an.slot, 0)]
+        retrans_any = (an.bits & ta.RETRANS_ANY) != 0
+        batch.cols["l7_mark"] = np.full(len(batch), -1, np.int64)
+        if self.fast is not None:
+            fast_want = want & tcp & ((c["payload_len"] > 0) | syn)
+            to_py, mark = self.fast.feed(
+                an.slot.astype(np.int64), an.side.astype(np.int64), c["ts"], c["seq"].astype(np.int64), syn,
+                c["payload_off"].astype(np.int64), c["payload_cap"].astype(np.int64),
+                c["payload_len"].astype(np.int64), retrans_any.astype(np.int64), fast_want,
+                np.frombuffer(batch.data, np.uint8),
+            )  # fmt: skip
+            want &= ~tcp | to_py
+            self._fast_markers(an.slot, mark, batch.cols["l7_mark"])
         sel = np.flatnonzero(want)
         if not len(sel):
             return
@@ -165,21 +189,32 @@ class Pipeline:
         # FIN and RST are not passed: the engine ends a connection only on close()
         rows = zip(
             an.slot[sel].tolist(), an.side[sel].tolist(), c["ts"][sel].tolist(), tcp[sel].tolist(),
-            c["seq"][sel].tolist(), ((c["flags"][sel] & SYN) != 0).tolist(), c["payload_off"][sel].tolist(),
-            c["payload_cap"][sel].tolist(), c["payload_len"][sel].tolist(),
-            ((an.bits[sel] & ta.RETRANS_ANY) != 0).tolist(),
+            c["seq"][sel].tolist(), syn[sel].tolist(), c["payload_off"][sel].tolist(),
+            c["payload_cap"][sel].tolist(), c["payload_len"][sel].tolist(), retrans_any[sel].tolist(),
         )  # fmt: skip
         off_slots = []
-        for slot, side, ts, is_tcp, seq, syn, off, cap, plen, retrans in rows:
+        for slot, side, ts, is_tcp, seq, syn_, off, cap, plen, retrans in rows:
             payload = data[off : off + cap]  # the engine copies only the bytes it looks at
             if is_tcp:
-                wanted = tcp_segment(conns[slot].conn_id, side, seq, ts, payload, length=plen, retrans=retrans, syn=syn)
+                wanted = tcp_segment(conns[slot].conn_id, side, seq, ts, payload, length=plen, retrans=retrans, syn=syn_)
             else:
                 wanted = udp_datagram(conns[slot].conn_id, side, ts, payload, plen)
             if not wanted:
                 off_slots.append(slot)
         if off_slots:  # later packets of these connections skip the loop above
             self.l7_off[off_slots] = True
+
+    def _fast_markers(self, slots: np.ndarray, mark: np.ndarray, l7_mark: np.ndarray) -> None:
+        """The fast path's markers become ids into `fast_markers`, on the packets they mark."""
+        marked = np.flatnonzero(mark >= 0)
+        if not len(marked):
+            return
+        l7_mark[marked] = self.fast_markers.add(self.fast.markers(mark[marked]))
+        for slot in np.unique(slots[marked]).tolist():
+            conn = self.conns[slot]
+            conn.l7_proto = "http"
+            if conn.l7_client < 0:
+                conn.l7_client = self.fast.client_side(slot)
 
     # ---- output ------------------------------------------------------------
     def tick(self, now: int | None = None, flush_all: bool = False) -> None:
@@ -193,9 +228,14 @@ class Pipeline:
         finished = self.flows.finished(now, int(t.idle_tcp * S), int(t.idle_udp * S), int(t.linger * S))
         for slot in finished.tolist():
             self.l7.close(self.conns[slot].conn_id, now)
+            if self.fast is not None:
+                self.fast.close(slot)
         self.l7.expire(now)
         self._take_markers()
         self._write_l7(self.l7.take_records())
+        if self.fast is not None:
+            self.l7.stats["timeouts"] += self.fast.expire(now - self.l7.request_timeout_ns)
+            self._write_fast_l7(self.fast.take_records())
         rows = self.pending.take(self.pending.ready(self.flows.fl, finished, flush_all))
         self._write_l4(rows, set(finished.tolist()), flush_all)
         for slot in finished.tolist():
@@ -209,6 +249,9 @@ class Pipeline:
     def finish(self, stats: list[SourceStats] = ()) -> None:
         """End of input: every connection ends, everything is written."""
         self.l7.finish(self.now)
+        if self.fast is not None:
+            for slot in self.flows.used_slots().tolist():
+                self.fast.close(slot)
         self.tick(self.now, flush_all=True)
         everything = self.flows.used_slots()
         for slot in everything.tolist():
@@ -222,6 +265,8 @@ class Pipeline:
     def _release(self, slots: np.ndarray) -> None:
         """Slots are reused: forget what was learned about their connections."""
         self.l7_off[slots[slots < len(self.l7_off)]] = False
+        if self.fast is not None:
+            self.fast.release(slots)
         self.flows.release(slots)
 
     def _stats_row(self, s: SourceStats) -> dict:
@@ -268,13 +313,39 @@ class Pipeline:
         cols["time"] = pa.array([r.time for r in kept], pa.int64())
         counts = np.array([(r.req_packets, r.req_bytes, r.req_retrans, r.resp_packets, r.resp_bytes,
                             r.resp_retrans) for r in kept], np.int64).reshape(n, 6)  # fmt: skip
-        req_is_tx = np.asarray(client_is_src, bool)[np.asarray(which, np.int64)]
-        for k, what in enumerate(("packets", "bytes", "retrans")):
-            cols["tx_" + what] = pa.array(np.where(req_is_tx, counts[:, k], counts[:, 3 + k]))
-            cols["rx_" + what] = pa.array(np.where(req_is_tx, counts[:, 3 + k], counts[:, k]))
+        self._traffic_columns(cols, counts, np.asarray(client_is_src, bool)[np.asarray(which, np.int64)])
         cols["status"] = self._l7_status(cols.get("response_status", pa.nulls(n, pa.string())))
         self.writer.write(L7_SOURCE, pa.table(cols))
         self.count.l7_records += n
+
+    def _write_fast_l7(self, cols: dict | None) -> None:
+        """The fast path's records (columns, see FastHttp.take_records) with their connections' tags."""
+        if cols is None:
+            return
+        slots = cols.pop("slot")
+        counts = cols.pop("counts")
+        n = len(slots)
+        uslots, which = np.unique(slots, return_inverse=True)
+        tags, client_is_src = [], []
+        for slot in uslots.tolist():
+            conn = self.conns[slot]
+            tags.append(self._tags(slot))
+            client_is_src.append(conn.client_side == conn.src_side)
+        out = self._take_columns(tags, which.tolist(), SCHEMAS[L7_SOURCE])
+        out.update(cols)
+        out["l7_proto"] = pa.array(np.full(n, "http", object), pa.string())
+        self._traffic_columns(out, counts, np.asarray(client_is_src, bool)[which])
+        out["status"] = self._l7_status(out["response_status"])
+        self.writer.write(L7_SOURCE, pa.table(out))
+        self.count.l7_records += n
+        self.l7.stats["records"] += n
+
+    @staticmethod
+    def _traffic_columns(cols: dict, counts: np.ndarray, req_is_tx: np.ndarray) -> None:
+        """tx_/rx_ packets, bytes, retrans from (request p/b/r, response p/b/r) per record."""
+        for k, what in enumerate(("packets", "bytes", "retrans")):
+            cols["tx_" + what] = pa.array(np.where(req_is_tx, counts[:, k], counts[:, 3 + k]))
+            cols["rx_" + what] = pa.array(np.where(req_is_tx, counts[:, 3 + k], counts[:, k]))
 
     def _l7_tags(self, records: list[L7Record]) -> tuple[list[L7Record], list[dict], list[int], list[bool]]:
         """(records of known connections, distinct tag dicts, index of each record's tags, per tag
@@ -392,7 +463,11 @@ class Pipeline:
             rec["status"] = _l4_status(rec)
             records.append(rec)
         self.writer.write(L4_SOURCE, records)
-        self.writer.write(PACKET_TABLE, packet_table(rows, self.conns, self.markers, self.host))
+        fast_marks = self.fast_markers.take(rows["l7_mark"])
+        self.writer.write(PACKET_TABLE, packet_table(rows, self.conns, self.markers, self.host, fast_marks))
+        pending = self.pending.cols.get("l7_mark") if self.pending.cols else None
+        marked = pending[pending >= 0] if pending is not None else pending
+        self.fast_markers.forget_below(int(marked.min()) if marked is not None and len(marked) else 1 << 62)
         self.count.l4_records += len(records)
         self.count.packet_rows += len(rows["slot"])
         if flush_all:  # running connections continue in a new chunk

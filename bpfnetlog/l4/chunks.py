@@ -15,7 +15,7 @@ from bpfnetlog.l4.flows import Analyzed
 from bpfnetlog.packets import PacketBatch, RST, SYN
 
 # Packet columns kept until the chunk is written: name -> where it comes from.
-_FROM_BATCH = ("ts", "frame", "flags", "seq", "ack", "win", "payload_len", "gso_segs")
+_FROM_BATCH = ("ts", "frame", "flags", "seq", "ack", "win", "payload_len", "gso_segs", "l7_mark")
 _FROM_L4 = ("slot", "side", "chunk", "idx", "bits", "rtt")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bpfnetlog.l4.tcp_analysis import ANALYSIS_NAMES
 from bpfnetlog.packets import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
@@ -35,8 +36,13 @@ def _dict_column(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), dictionary).cast(pa.string())
 
 
-def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: str) -> pa.Table:
-    """Rows sorted by (slot, chunk, idx), from PendingPackets.take; `conns` maps slot -> Conn."""
+def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: str,
+                 fast_marks: dict[str, pa.Array] | None = None) -> pa.Table:  # fmt: skip
+    """Rows sorted by (slot, chunk, idx), from PendingPackets.take; `conns` maps slot -> Conn.
+
+    L7 markers come from the Python engine (`markers`: (slot, side, seq) -> Marker) and from
+    the compiled HTTP path (`fast_marks`: columns aligned with the rows, null where unmarked).
+    """
     slot = rows["slot"]
     n = len(slot)
     uslots, inv = np.unique(slot, return_inverse=True)
@@ -50,13 +56,20 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
 
     l7 = {k: np.full(n, None, object) for k in ("l7_proto", "http_method", "http_path", "l7_id")}
     if markers:
-        payload = np.flatnonzero(rows["payload_len"] > 0)
+        marked_slots = np.fromiter({k[0] for k in markers}, np.int64)
+        payload = np.flatnonzero((rows["payload_len"] > 0) & np.isin(slot, marked_slots))
         for i, s, side, seq in zip(payload.tolist(), slot[payload].tolist(), rows["side"][payload].tolist(),
                                    rows["seq"][payload].tolist()):  # fmt: skip
             m = markers.pop((s, side, seq), None)
             if m is not None:
                 l7["l7_proto"][i], l7["http_method"][i] = m.l7_proto, m.http_method
                 l7["http_path"][i], l7["l7_id"][i] = m.http_path, m.l7_id
+    l7_cols = {k: pa.array(v, pa.string()) for k, v in l7.items()}
+    if fast_marks is not None:
+        fast = fast_marks["l7_id"].is_valid()
+        l7_cols["l7_proto"] = pc.if_else(fast, pa.scalar("http"), l7_cols["l7_proto"])
+        for k in ("http_method", "http_path", "l7_id"):
+            l7_cols[k] = pc.if_else(fast, fast_marks[k], l7_cols[k])
 
     return pa.table({
         "time": rows["ts"],
@@ -75,5 +88,5 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
         "gso_segs": rows["gso_segs"].astype(np.int32),
         "analysis": _dict_column(bits_inv.astype(np.int32), pa.array([_analysis_text(b) for b in bits_u.tolist()])),
         "rtt": rows["rtt"] // 1000,
-        **{k: pa.array(v, pa.string()) for k, v in l7.items()},
+        **l7_cols,
     })

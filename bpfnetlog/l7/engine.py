@@ -260,6 +260,43 @@ class L7Engine:
         self._count_malformed(conn)
         return True
 
+    def adopt(self, conn_id: str, parser: Parser, isn: tuple[int, int], next_off: tuple[int, int],
+              done_end: tuple[int, int], n: int, requests: list[tuple[Message, int, bool]],
+              responses: list[tuple[Message, int, Message | None]],
+              counts: dict[int, tuple[int, int, int]]) -> None:  # fmt: skip
+        """Carry on a TCP connection another observer followed so far (l7.fastpath).
+
+        `isn`/`next_off` per side (isn -1: unknown); `n`: l7_ids given; `requests`: those
+        without a record yet, with their l7_id number and whether they still wait for a response
+        (else a response in progress answers them); `responses`: in progress, with their l7_id
+        number and request (None: no_request);
+        `counts`: id(message) -> (packets, bytes, retransmissions) so far, for the packet log.
+        """
+        conn = self._new_conn(conn_id, False, max((m.ts_end for m, *_ in requests), default=0))
+        conn.parser, conn.n = parser, n
+        conn.done_end = list(done_end)
+        for side in (0, 1):
+            if isn[side] >= 0:
+                conn.reasm[side].set_isn(isn[side])
+            conn.reasm[side].next = next_off[side]
+        for req, k, waits in requests:
+            ex = req.tag = _Exchange(f"{conn_id}-{k}", req, conn)
+            conn.inflight[ex.l7_id] = ex
+            if waits:
+                conn.waiting[req.key] = ex
+                self._age[ex] = None
+        for resp, k, req in responses:
+            resp.tag = req.tag if req is not None else _Exchange(f"{conn_id}-{k}", None, conn)
+        for m, *_ in [*requests, *responses]:
+            packets, size, retrans = counts[id(m)]
+            log = conn.log[m.side]
+            # entries that give _account the same sums: packets-1 of one byte, the rest in one
+            log.extend((m.off << _START_SHIFT) | (1 << 1) | (1 if k < retrans else 0) for k in range(packets - 1))
+            log.append((m.off << _START_SHIFT) | ((size - packets + 1) << 1) | (1 if packets - 1 < retrans else 0))
+            conn.span[m.side] = max(conn.span[m.side], size - packets + 1)
+        for log in conn.log:
+            log.sort()
+
     def _live_conn(self, conn_id: str, udp: bool, ts: int) -> "_Conn | None":
         """The connection's state (made on first sight, most recently used), None if ignored."""
         conn = self._conns.get(conn_id)

@@ -142,6 +142,22 @@ class Http1Parser:
         self._waiting: deque[tuple[int, str]] = deque()  # (key, method) of requests not yet answered
         self._n = 0
 
+    @classmethod
+    def resume(cls, client_side: int, requests: int, waiting: list[tuple[int, str]],
+               halves: list[tuple[int, int, Message | None, int]]) -> "Http1Parser":  # fmt: skip
+        """A parser in the state another observer of the same bytes reached (see l7.fastpath).
+
+        `requests`: requests seen; `waiting`: (key, method) of those not answered, oldest
+        first; per side (state HEAD or BODY, body bytes remaining, message in progress,
+        raw seq of the next byte).
+        """
+        p = cls()
+        p.client_side, p._n = client_side, requests
+        p._waiting.extend(waiting)
+        for h, (state, remaining, msg, seq) in zip(p._halves, halves):
+            h.state, h.remaining, h.msg, h.seq = state, remaining, msg, seq
+        return p
+
     # -- Parser API ---------------------------------------------------------------
 
     def feed(self, side: int, data: bytes, seq: int, ts: int) -> list[Message]:
