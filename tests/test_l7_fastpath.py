@@ -49,7 +49,7 @@ def assert_same(pcap: Path, tmp: Path, batch_size: int) -> dict:
         for a, b in zip(fast[table], ref[table]):
             diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
             assert not diff, (table, a.get("l7_id") or a.get("conn_id"), diff)
-    for name in ("records", "markers", "timeouts"):
+    for name in ("records", "markers", "timeouts", "dup_segments"):
         assert fast["stats"][name] == ref["stats"][name], name
     return fast
 

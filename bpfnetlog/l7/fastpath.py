@@ -39,7 +39,7 @@ class FastHttp:
         self.ms = np.zeros((1 << 14, k.NM), np.int64)
         self.rs = np.zeros((1 << 14, k.NR), np.int64)
         self.arena = np.zeros(1 << 23, np.uint8)
-        self.cnt = np.zeros(5, np.int64)
+        self.cnt = np.zeros(6, np.int64)
         self.conn_ids = np.zeros(0, object)  # slot -> conn_id
 
     # -- slots ------------------------------------------------------------------------
@@ -68,7 +68,7 @@ class FastHttp:
     def feed(self, slot, side, ts, seq, syn, poff, pcap, plen, retrans, want, data: np.ndarray):
         """One batch's TCP packets (`want`: payload or SYN); (to the engine, marker rows) per packet."""
         n = len(slot)
-        heads = int(self.cnt[k.K_HEADS])
+        heads, dups = int(self.cnt[k.K_HEADS]), int(self.cnt[k.K_DUPS])
         to_py = np.zeros(n, np.bool_)
         mark = np.full(n, -1, np.int64)
         bailed = np.zeros(n + 1, np.int64)
@@ -81,6 +81,7 @@ class FastHttp:
         if bailed[0]:
             self._handover(bailed[1 : bailed[0] + 1], int(ts[0]))
         self.engine.stats["markers"] += int(self.cnt[k.K_HEADS]) - heads  # as the engine counts message starts
+        self.engine.stats["dup_segments"] += int(self.cnt[k.K_DUPS]) - dups
         return to_py, mark
 
     def _grow(self, payload: int) -> None:

@@ -55,7 +55,7 @@ PAIRED, NO_RESPONSE, NO_REQUEST = 0, 1, 2  # R_PAIRING
 ST_FIELDS, ST_TIMEOUT, ST_UNKNOWN = 0, 1, 2  # R_STATUS: from the response's fields, or this
 
 # Counters (int64 array `cnt`).
-K_MSGS, K_ARENA, K_RECS, K_BAILS, K_HEADS = range(5)  # K_HEADS: messages ever started
+K_MSGS, K_ARENA, K_RECS, K_BAILS, K_HEADS, K_DUPS = range(6)  # HEADS: messages started; DUPS: old segments again
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "PROPFIND", "PROPPATCH",
            "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH", "PURGE")  # fmt: skip
@@ -492,6 +492,32 @@ def _apply(cs, ms, q, rs, cnt, arena, d, base: int, plen: int, slot: int, side: 
 
 
 @njit(cache=True)
+def _count_if_overlaps(ms, row: int, off: int, plen: int, rt: int) -> None:
+    if row < 0 or ms[row, M_STATE] == EMITTED:
+        return
+    m = ms[row]
+    lo, hi = max(off, m[M_OFF]), min(off + plen, m[M_OFF] + m[M_LEN])
+    if hi > lo:
+        m[M_PK] += 1
+        m[M_BY] += hi - lo
+        m[M_RT] += rt
+
+
+@njit(cache=True)
+def _duplicate(cs, q, ms, slot: int, side: int, off: int, plen: int, rt: int) -> None:
+    """A segment whose bytes were all seen: counted for the messages without record it overlaps
+    (as the Python engine's packet log does), parsed by no one."""
+    if side == cs[slot, C_CLIENT]:
+        for j in range(cs[slot, C_QN]):
+            _count_if_overlaps(ms, q[slot, (cs[slot, C_QH] + j) % QCAP], off, plen, rt)
+        resp = cs[slot, C_CUR + 1 - side]
+        if resp >= 0:
+            _count_if_overlaps(ms, ms[resp, M_PAIR], off, plen, rt)
+    else:
+        _count_if_overlaps(ms, cs[slot, C_CUR + side], off, plen, rt)
+
+
+@njit(cache=True)
 def run(cs, q, ms, rs, cnt, arena, d, slot_a, side_a, ts_a, seq_a, syn_a, poff_a, pcap_a, plen_a, rt_a, want_a,
         start: int, to_py, mark, bailed) -> int:  # fmt: skip
     """Packets start.. of a batch; returns the index to resume from when tables are full, else len.
@@ -533,6 +559,12 @@ def run(cs, q, ms, rs, cnt, arena, d, slot_a, side_a, ts_a, seq_a, syn_a, poff_a
                 cs[slot, C_OWN] = FAST
         elif seq == cs[slot, C_NXT + side] and not syn_a[i]:
             k = _plan(cs, ms, q, d, poff_a[i], pcap_a[i], plen, slot, side, hi)
+        else:
+            back = (cs[slot, C_NXT + side] - seq) & 0xFFFFFFFF
+            if 0 < back < (1 << 31) and plen <= back:  # all of it seen before
+                _duplicate(cs, q, ms, slot, side, cs[slot, C_OFF + side] - back, plen, rt_a[i])
+                cnt[K_DUPS] += 1
+                continue
         if k < 0 or (k == 0 and cs[slot, C_OWN] != FAST):
             cs[slot, C_OWN] = PYTHON
             bailed[0] += 1
