@@ -176,14 +176,8 @@ class FastHttp:
         n = int(self.cnt[k.K_RECS])
         out = self._record_columns(self.rs[:n]) if n else None
         self.cnt[k.K_RECS] = 0
-        self._compact()
+        k.compact(self.cs, self.q, self.ms, self.cnt, self.arena)
         return out
-
-    def _compact(self) -> None:
-        new_ms = np.zeros_like(self.ms)
-        new_arena = np.zeros_like(self.arena)
-        k.compact(self.cs, self.q, self.ms, self.cnt, self.arena, new_ms, new_arena)
-        self.ms, self.arena = new_ms, new_arena
 
     def _l7_ids(self, slots: np.ndarray, ns: np.ndarray) -> pa.Array:
         ids = pa.array(self.conn_ids[slots], pa.string())

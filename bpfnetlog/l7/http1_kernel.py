@@ -609,8 +609,9 @@ def expire(cs, q, ms, rs, cnt, deadline: int) -> int:
 
 
 @njit(cache=True)
-def compact(cs, q, ms, cnt, arena, new_ms, new_arena) -> None:
-    """Keeps the rows still needed (not yet in a record, or waited on by a response), with their bytes."""
+def compact(cs, q, ms, cnt, arena) -> None:
+    """Keeps the rows still needed (not yet in a record, or waited on by a response) and their bytes,
+    moved down in place (rows and their arena bytes were allocated in the same order)."""
     n = cnt[K_MSGS]
     live = np.zeros(n, np.bool_)
     for r in range(n):
@@ -627,16 +628,19 @@ def compact(cs, q, ms, cnt, arena, new_ms, new_arena) -> None:
         if not live[r]:
             continue
         remap[r] = k
-        new_ms[k] = ms[r]
+        ms[k] = ms[r]
         for a, ln in ((M_HEAD_A, M_HEAD_L), (M_TGT_A, M_TGT_L), (M_HOST_A, M_HOST_L), (M_UA_A, M_UA_L),
                       (M_HDR_A, M_HDR_L)):  # fmt: skip
-            if ms[r, a] >= 0:
-                new_ms[k, a] = at
-                at = _copy(new_arena, at, arena, ms[r, a], ms[r, ln])
+            src = ms[k, a]
+            if src >= 0:
+                ms[k, a] = at
+                for j in range(ms[k, ln]):  # at <= src: a forward copy never overwrites what it reads
+                    arena[at + j] = arena[src + j]
+                at += ms[k, ln]
         k += 1
     for r in range(k):
-        if new_ms[r, M_PAIR] >= 0:
-            new_ms[r, M_PAIR] = remap[new_ms[r, M_PAIR]]
+        if ms[r, M_PAIR] >= 0:
+            ms[r, M_PAIR] = remap[ms[r, M_PAIR]]
     for slot in range(len(cs)):
         if cs[slot, C_OWN] == FAST:
             for side in range(2):
