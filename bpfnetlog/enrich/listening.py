@@ -14,7 +14,6 @@ import socket
 import struct
 import threading
 
-from bpfnetlog.capture.ebpf.netns import discover, entered
 
 ANY = "*"  # a socket bound to 0.0.0.0 or ::
 _LISTEN = "0A"
@@ -56,6 +55,8 @@ def _read_here() -> frozenset[tuple[str, int]]:
 
 def listening_sockets() -> Listening:
     """LISTEN sockets of every namespace, keyed like records' `netns` ("<inode>" or "<inode>:<name>")."""
+    from bpfnetlog.capture.ebpf.netns import discover, entered  # live capture only: pyroute2 is slow to import
+
     result: Listening = {}
 
     def scan() -> None:
