@@ -176,7 +176,7 @@ class Pipeline:
                 an.slot.astype(np.int64), an.side.astype(np.int64), c["ts"], c["seq"].astype(np.int64), syn,
                 c["payload_off"].astype(np.int64), c["payload_cap"].astype(np.int64),
                 c["payload_len"].astype(np.int64), retrans_any.astype(np.int64), fast_want,
-                np.frombuffer(batch.data, np.uint8),
+                _read_only(batch.data),
             )  # fmt: skip
             want &= ~tcp | to_py
             self._fast_markers(an.slot, mark, batch.cols["l7_mark"])
@@ -474,6 +474,14 @@ class Pipeline:
             for slot in set(sums["slot"].tolist()) - finished:
                 fl[slot, ta.F_CHUNK] += 1
                 fl[slot, ta.F_CHUNK_PKTS] = 0
+
+
+def _read_only(data) -> np.ndarray:
+    """The batch's bytes as a read-only uint8 array: one numba type for every source (a pcap's
+    mmap is read-only, live buffers are not), so the kernel compiled at install serves all."""
+    view = np.frombuffer(data, np.uint8)
+    view.flags.writeable = False
+    return view
 
 
 def _close_type(closed: int, final: bool, flush_all: bool) -> str:
