@@ -333,7 +333,7 @@ class Pipeline:
             client_is_src.append(conn.client_side == conn.src_side)
         out = self._take_columns(tags, which.tolist(), SCHEMAS[L7_SOURCE])
         out.update(cols)
-        out["l7_proto"] = pa.array(np.full(n, "http", object), pa.string())
+        out["l7_proto"] = pa.repeat("http", n)
         self._traffic_columns(out, counts, np.asarray(client_is_src, bool)[which])
         out["status"] = self._l7_status(out["response_status"])
         self.writer.write(L7_SOURCE, pa.table(out))
@@ -465,9 +465,7 @@ class Pipeline:
         self.writer.write(L4_SOURCE, records)
         fast_marks = self.fast_markers.take(rows["l7_mark"])
         self.writer.write(PACKET_TABLE, packet_table(rows, self.conns, self.markers, self.host, fast_marks))
-        pending = self.pending.cols.get("l7_mark") if self.pending.cols else None
-        marked = pending[pending >= 0] if pending is not None else pending
-        self.fast_markers.forget_below(int(marked.min()) if marked is not None and len(marked) else 1 << 62)
+        self.fast_markers.keep_only(self.pending.cols.get("l7_mark", np.zeros(0, np.int64)))
         self.count.l4_records += len(records)
         self.count.packet_rows += len(rows["slot"])
         if flush_all:  # running connections continue in a new chunk

@@ -26,7 +26,8 @@ from .engine import L7Engine
 _METHODS = pa.array(k.METHODS, pa.string())
 _VERSIONS = pa.array(["1.0", "1.1"], pa.string())
 _PAIRING = pa.array(["paired", "no_response", "no_request"], pa.string())
-_STATUS = np.array(["timeout", "unknown"], object)
+# response_status of every status code, by http1's rule
+_RESPONSE_STATUS = np.array([http1.response_status(code) for code in range(1000)], object)
 
 
 class FastHttp:
@@ -165,9 +166,8 @@ class FastHttp:
         req_rows = np.where(has, named, 0)
         method = _METHODS.take(pa.array(ms[req_rows, k.M_CODE]))
         path = self._strings(req_rows, k.M_TGT_A, k.M_PATH_L)
-        empty = pa.array(np.full(len(rows), "", object), pa.string())
-        out["http_method"] = pc.if_else(pa.array(has), method, empty)
-        out["http_path"] = pc.if_else(pa.array(has), path, empty)
+        out["http_method"] = pc.if_else(pa.array(has), method, "")
+        out["http_path"] = pc.if_else(pa.array(has), path, "")
         self._patch_python(out, req_rows, has, ("http_method", "http_path"))
         return out
 
@@ -210,21 +210,19 @@ class FastHttp:
         req, resp = r[:, k.R_REQ], r[:, k.R_RESP]
         has_req, has_resp = req >= 0, resp >= 0
         qr, pr = np.where(has_req, req, 0), np.where(has_resp, resp, 0)
-        m_req, m_resp = pa.array(~has_req), pa.array(~has_resp)
+
+        def only(where: np.ndarray, values) -> pa.Array:
+            """values where `where` holds, null elsewhere (a field of a missing message)."""
+            arr = values if isinstance(values, pa.Array) else pa.array(values)
+            return pc.if_else(pa.array(where), arr, pa.nulls(n, arr.type))
 
         def req_col(values) -> pa.Array:
-            arr = values if isinstance(values, pa.Array) else pa.array(values)
-            return pc.if_else(m_req, pa.nulls(n, arr.type), arr)
+            return only(has_req, values)
 
         def resp_col(values) -> pa.Array:
-            arr = values if isinstance(values, pa.Array) else pa.array(values)
-            return pc.if_else(m_resp, pa.nulls(n, arr.type), arr)
+            return only(has_resp, values)
 
-        def both(values) -> pa.Array:
-            return pc.if_else(pa.array(~(has_req & has_resp)), pa.nulls(n, pa.int64()), pa.array(values))
-
-        def text(rows, a, ln) -> pa.Array:
-            return self._strings(rows, a, ln)
+        text = self._strings
 
         cols: dict[str, object] = {"slot": r[:, k.R_SLOT], "time": pa.array(r[:, k.R_TIME])}
         cols["l7_id"] = self._l7_ids(r[:, k.R_SLOT], r[:, k.R_N])
@@ -240,7 +238,7 @@ class FastHttp:
         cols["http_version"] = _VERSIONS.take(pa.array(ver))
         code = ms[pr, k.M_CODE]
         cols["http_status_code"] = cols["response_code"] = resp_col(pa.array(code, pa.int32()))
-        status = np.where(code < 400, "ok", np.where(code < 500, "client_error", "server_error")).astype(object)
+        status = _RESPONSE_STATUS[code]  # a copy: the given statuses go on top
         given = r[:, k.R_STATUS]
         status[given == k.ST_TIMEOUT] = "timeout"
         status[given == k.ST_UNKNOWN] = "unknown"
@@ -254,16 +252,17 @@ class FastHttp:
         cols["response_length"] = resp_col(r[:, k.R_RESP_LEN])
         cols["cost_req_sent"] = req_col((r[:, k.R_REQ_TS1] - r[:, k.R_REQ_TS0]) // 1000)
         cols["cost_cnt_dl"] = resp_col((r[:, k.R_RESP_TS1] - r[:, k.R_RESP_TS0]) // 1000)
-        cols["cost_resp_wait"] = both(np.maximum(0, r[:, k.R_RESP_TS0] - r[:, k.R_REQ_TS1]) // 1000)
-        cols["response_duration"] = both(np.maximum(0, r[:, k.R_RESP_TS1] - r[:, k.R_REQ_TS0]) // 1000)
+        paired = has_req & has_resp
+        cols["cost_resp_wait"] = only(paired, np.maximum(0, r[:, k.R_RESP_TS0] - r[:, k.R_REQ_TS1]) // 1000)
+        cols["response_duration"] = only(paired, np.maximum(0, r[:, k.R_RESP_TS1] - r[:, k.R_REQ_TS0]) // 1000)
         names = ("http_method", "request_type", "http_path", "request_resource", "http_host", "request_domain",
                  "http_user_agent", "req_headers", "trace_id", "parent_id", "span_id", "x_request_id")  # fmt: skip
         for name in ("trace_id", "parent_id", "span_id", "x_request_id"):
             cols[name] = pa.nulls(n, pa.string())
         self._patch_python(cols, pr, has_resp, ("x_request_id",))
         self._patch_python(cols, qr, has_req, names)
-        cols["counts"] = r[:, [k.R_REQ_PK, k.R_REQ_BY, k.R_REQ_RT, k.R_RESP_PK, k.R_RESP_BY, k.R_RESP_RT]]
-        cols["counts"] = np.where(cols["counts"] < 0, 0, cols["counts"])
+        counts = r[:, [k.R_REQ_PK, k.R_REQ_BY, k.R_REQ_RT, k.R_RESP_PK, k.R_RESP_BY, k.R_RESP_RT]]
+        cols["counts"] = np.maximum(counts, 0)  # -1: no such message
         return cols
 
 
@@ -288,7 +287,9 @@ class MarkerTable:
         idx = pa.array(np.where(ids >= 0, ids - first, 0), mask=ids < 0)
         return {name: pa.concat_arrays([c[name] for _, c in self._chunks]).take(idx) for name in self._chunks[0][1]}
 
-    def forget_below(self, lowest: int) -> None:
-        """Ids below `lowest` are no longer needed."""
+    def keep_only(self, ids: np.ndarray) -> None:
+        """Forget the markers below the lowest of `ids` (those still on waiting packets; -1: none)."""
+        marked = ids[ids >= 0]
+        lowest = int(marked.min()) if len(marked) else self._next
         while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]["l7_id"]) <= lowest:
             self._chunks.pop(0)

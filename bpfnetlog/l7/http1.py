@@ -38,17 +38,18 @@ MAX_HEAD = 64 * 1024  # larger heads are treated as malformed (resync), never bu
 MAX_LINE = 8 * 1024  # request target / chunk-size line cap
 MAX_HEADERS_TEXT = 4096  # chars of req_headers / resp_headers
 MAX_VALUE = 1024
+HOST_MAX, UA_MAX = 256, 512  # longer Host / User-Agent values are cut and end with "..."
 MAX_WAITING = 1024  # requests awaiting a response, per connection
 HEAD_CACHE = 4096  # parsed heads kept (by their bytes); heads above HEAD_CACHE_BYTES are not kept
 HEAD_CACHE_BYTES = 2048
 REDACTED = "[REDACTED]"
 TRUNCATED = "\n...[TRUNCATED]"
-_SECRET = re.compile(rb"auth|token|secret|passw|cookie|api-?_?key")
+SECRET_WORDS = (b"auth", b"token", b"secret", b"passw", b"cookie")  # in a header name: its value is redacted
+_SECRET = re.compile(b"|".join(SECRET_WORDS) + rb"|api-?_?key")
 
-_METHODS = (
-    b"GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK|REPORT|SEARCH|PURGE"
-)
-_REQ = rb"(" + _METHODS + rb") ([^ \r\n]{1,%d}) HTTP/(1\.[01])\r?\n" % MAX_LINE
+METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "PROPFIND", "PROPPATCH",
+           "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH", "PURGE")  # fmt: skip
+_REQ = rb"(" + "|".join(METHODS).encode() + rb") ([^ \r\n]{1,%d}) HTTP/(1\.[01])\r?\n" % MAX_LINE
 _RESP = rb"HTTP/(1\.[01]) ([1-9][0-9][0-9])(?:[ \t][^\r\n]{0,1024})?\r?\n"
 _REQ_LINE = re.compile(_REQ)
 _RESP_LINE = re.compile(_RESP)
@@ -61,11 +62,11 @@ _NAMES = re.compile(rb"\n([^:\n]*):")  # header names, on b"\n" + the lower-case
 _CONTROL = bytes((*range(0x09), *range(0x0B, 0x0D), *range(0x0E, 0x20), 0x7F))  # all but LF and CR
 _ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x0A), *range(0x0B, 0x20), 0x7F)}  # all but LF
 _VERSIONS = {b"1.0": "1.0", b"1.1": "1.1"}
-_WANTED = (
+WANTED_HEADERS = (  # the only headers looked at (lower case); http1_kernel relies on this order
     b"content-length", b"transfer-encoding", b"host", b"user-agent", b"traceparent", b"b3",
     b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-request-id",
 )  # fmt: skip
-_TRACING = frozenset(_WANTED[4:])
+_TRACING = frozenset(WANTED_HEADERS[4:])
 
 # Per-direction states.
 RESYNC, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, UNTIL_CLOSE, TUNNEL = range(9)
@@ -517,7 +518,7 @@ class _Headers:
         return text if len(text) <= MAX_HEADERS_TEXT else text[:MAX_HEADERS_TEXT] + TRUNCATED
 
 
-_WANTED_SET = frozenset(_WANTED)
+_WANTED_SET = frozenset(WANTED_HEADERS)
 
 
 def _text(raw: bytes, cap: int) -> str:
@@ -562,9 +563,9 @@ def _request_fields(method: str, target: bytes, version: bytes, headers: _Header
         path = "/" + path.split("://", 1)[1].partition("/")[2]
     path = path.split("?", 1)[0]
     host = headers.get(b"host")
-    host = headers.text(host[:256]) + ("..." if len(host) > 256 else "") if host else ""
+    host = headers.text(host[:HOST_MAX]) + ("..." if len(host) > HOST_MAX else "") if host else ""
     ua = headers.get(b"user-agent")
-    ua = headers.text(ua[:512]) + ("..." if len(ua) > 512 else "") if ua else ""
+    ua = headers.text(ua[:UA_MAX]) + ("..." if len(ua) > UA_MAX else "") if ua else ""
     fields: dict[str, object] = {
         "http_method": method,
         "request_type": method,

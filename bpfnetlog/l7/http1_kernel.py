@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .http1 import MAX_HEADERS_TEXT, MAX_LINE, REDACTED, TRUNCATED
+from .http1 import (HOST_MAX, MAX_HEADERS_TEXT, MAX_LINE, METHODS, REDACTED, SECRET_WORDS, TRUNCATED, UA_MAX,
+                    WANTED_HEADERS)  # fmt: skip
 
 # Connection columns (int64 array `cs`, one row per flow slot).
 C_OWN, C_CLIENT, C_NREQ, C_NMSG, C_QH, C_QN = range(6)
@@ -57,30 +58,23 @@ ST_FIELDS, ST_TIMEOUT, ST_UNKNOWN = 0, 1, 2  # R_STATUS: from the response's fie
 # Counters (int64 array `cnt`).
 K_MSGS, K_ARENA, K_RECS, K_BAILS, K_HEADS, K_DUPS = range(6)  # HEADS: messages started; DUPS: old segments again
 
-METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "PROPFIND", "PROPPATCH",
-           "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH", "PURGE")  # fmt: skip
-_M_HEAD, _M_CONNECT = METHODS.index("HEAD"), METHODS.index("CONNECT")
-_METHOD_BYTES = np.zeros((len(METHODS), 10), np.uint8)
-_METHOD_LEN = np.array([len(m) for m in METHODS], np.int64)
-for _i, _m in enumerate(METHODS):
-    _METHOD_BYTES[_i, : len(_m)] = np.frombuffer(_m.encode(), np.uint8)
 
-# Header names the kernel acts on (lower case), and what it does with them.
-_NAMES = ("content-length", "transfer-encoding", "host", "user-agent", "traceparent", "b3", "x-b3-traceid",
-          "x-b3-spanid", "x-b3-parentspanid", "x-request-id")  # fmt: skip
+def _byte_table(words: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Words as rows of a uint8 matrix (zero padded) and their lengths: what numba compares against."""
+    table = np.zeros((len(words), max(map(len, words))), np.uint8)
+    for i, w in enumerate(words):
+        table[i, : len(w)] = np.frombuffer(w, np.uint8)
+    return table, np.array([len(w) for w in words], np.int64)
+
+
+_M_HEAD, _M_CONNECT = METHODS.index("HEAD"), METHODS.index("CONNECT")
+_METHOD_BYTES, _METHOD_LEN = _byte_table(tuple(m.encode() for m in METHODS))
+# Header names the kernel acts on (http1.WANTED_HEADERS), and what it does with them.
+_NAME_BYTES, _NAME_LEN = _byte_table(WANTED_HEADERS)
 H_CL, H_TE, H_HOST, H_UA = range(4)  # >= 4: tracing headers -> fields from Python
-_NAME_BYTES = np.zeros((len(_NAMES), 20), np.uint8)
-_NAME_LEN = np.array([len(n) for n in _NAMES], np.int64)
-for _i, _n in enumerate(_NAMES):
-    _NAME_BYTES[_i, : len(_n)] = np.frombuffer(_n.encode(), np.uint8)
-_SECRETS = ("auth", "token", "secret", "passw", "cookie")  # + api-?_?key, as http1._SECRET
-_SECRET_BYTES = np.zeros((len(_SECRETS), 8), np.uint8)
-_SECRET_LEN = np.array([len(s) for s in _SECRETS], np.int64)
-for _i, _s in enumerate(_SECRETS):
-    _SECRET_BYTES[_i, : len(_s)] = np.frombuffer(_s.encode(), np.uint8)
+_SECRET_BYTES, _SECRET_LEN = _byte_table(SECRET_WORDS)  # + api-?_?key, as http1._SECRET
 _REDACTED = np.frombuffer(b": " + REDACTED.encode(), np.uint8).copy()
 _TRUNCATED = np.frombuffer(TRUNCATED.encode(), np.uint8).copy()
-HOST_MAX, UA_MAX = 256, 512  # longer values get "..." from Python
 MAX_HEADS = 64  # heads in one segment (more: handed over)
 ROOM_MSGS = MAX_HEADS + 2  # free message / record rows the kernel needs before a packet
 ROOM_ARENA = MAX_HEADS * (2 * 4096 + 64)  # ... and free arena bytes, plus twice the payload
