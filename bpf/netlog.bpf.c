@@ -30,6 +30,13 @@ struct {
 } flows SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct netlog_flow_key);
+	__type(value, __u32); /* NETLOG_QUIET_* */
+} quiet SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, NETLOG_STAT_MAX);
 	__type(key, __u32);
@@ -255,24 +262,27 @@ __noinline int filter_pass(struct netlog_rec *h)
 	return 0;
 }
 
-static __always_inline struct netlog_flow_val *count_flow(struct netlog_rec *h)
+static __always_inline void flow_key(struct netlog_flow_key *k, struct netlog_rec *h)
 {
-	struct netlog_flow_key k = {};
+	k->ifindex = h->ifindex;
+	k->netns_id = h->netns_id;
+	__builtin_memcpy(k->saddr, h->saddr, 16);
+	__builtin_memcpy(k->daddr, h->daddr, 16);
+	k->sport = h->sport;
+	k->dport = h->dport;
+	k->proto = h->proto;
+	k->direction = h->direction;
+}
+
+static __always_inline struct netlog_flow_val *count_flow(struct netlog_flow_key *k, struct netlog_rec *h)
+{
 	struct netlog_flow_val *fv;
 
-	k.ifindex = h->ifindex;
-	k.netns_id = h->netns_id;
-	__builtin_memcpy(k.saddr, h->saddr, 16);
-	__builtin_memcpy(k.daddr, h->daddr, 16);
-	k.sport = h->sport;
-	k.dport = h->dport;
-	k.proto = h->proto;
-	k.direction = h->direction;
-	fv = bpf_map_lookup_elem(&flows, &k);
+	fv = bpf_map_lookup_elem(&flows, k);
 	if (!fv) {
 		struct netlog_flow_val z = {};
-		bpf_map_update_elem(&flows, &k, &z, BPF_NOEXIST);
-		fv = bpf_map_lookup_elem(&flows, &k);
+		bpf_map_update_elem(&flows, k, &z, BPF_NOEXIST);
+		fv = bpf_map_lookup_elem(&flows, k);
 		if (!fv)
 			return 0;
 	}
@@ -304,7 +314,9 @@ static __always_inline struct netlog_flow_val *count_flow(struct netlog_rec *h)
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 {
 	struct netlog_rec h = {}, *rec;
+	struct netlog_flow_key k = {};
 	struct netlog_flow_val *fv;
+	bool quiet_flow = false;
 	__u32 cap = 0;
 	long poff;
 
@@ -325,9 +337,19 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 		stat_inc(NETLOG_STAT_FILTERED);
 		return TC_ACT_UNSPEC;
 	}
-	fv = count_flow(&h);
+	flow_key(&k, &h);
+	fv = count_flow(&k, &h);
 
-	if (h.payload_len && skb->len > poff) {
+	if (h.proto == IPPROTO_TCP && (h.flags & 0x02)) {
+		/* a new connection may speak anything: payload again, both directions */
+		bpf_map_delete_elem(&quiet, &k);
+		k.direction = NETLOG_DIR_INGRESS + NETLOG_DIR_EGRESS - k.direction;
+		bpf_map_delete_elem(&quiet, &k);
+	} else if (h.payload_len && bpf_map_lookup_elem(&quiet, &k)) {
+		quiet_flow = true;
+		stat_inc(NETLOG_STAT_QUIET);
+	}
+	if (!quiet_flow && h.payload_len && skb->len > poff) {
 		cap = h.payload_len;
 		if (cap > skb->len - poff)
 			cap = skb->len - poff;

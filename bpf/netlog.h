@@ -61,6 +61,11 @@ struct netlog_flow_val {
 	__u64 ring_drops;    /* records of this flow lost because the ring was full */
 };
 
+/* User space's verdict on one direction of a flow (the `quiet` map, same key as `flows`):
+ * its payload is of no use (the L7 stage gave up on the connection), so records of it
+ * carry headers only. A SYN removes the entry: a new connection may speak anything. */
+#define NETLOG_QUIET_NO_PAYLOAD 1
+
 /* Filter: a disjunction of clauses; clause i holds when all `pos` atoms are
  * true and no `neg` atom is. The atom bit vector of a packet comes from the
  * address LPM trie, the port array and the protocol masks below. */
@@ -99,6 +104,7 @@ enum netlog_stat {
 	NETLOG_STAT_FILTERED,     /* rejected by the capture filter */
 	NETLOG_STAT_SENT,         /* records written to the ring */
 	NETLOG_STAT_RING_DROP,    /* records lost: ring full */
+	NETLOG_STAT_QUIET,        /* records sent without payload: the flow is quiet */
 	NETLOG_STAT_MAX,
 };
 

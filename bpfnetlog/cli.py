@@ -148,7 +148,7 @@ def capture(
     except StoreError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    pipe = Pipeline(writer, host or socket.gethostname())
+    pipe = Pipeline(writer, host or socket.gethostname(), report_quiet=write_pcap is None)  # a pcap keeps payload
     _few_gc_passes()
     from bpfnetlog.capture.pcapng_writer import PcapngWriter
 
@@ -177,6 +177,7 @@ def capture(
         with Live(console=err, refresh_per_second=2, transient=False) as live:
             for batch in src.batches(timeout_s=0.5):
                 pipe.feed(batch)
+                src.set_quiet(*pipe.take_quiet())
                 if pcap_out is not None:
                     pcap_out.write(batch)
                 now = time.monotonic()
@@ -200,6 +201,8 @@ def capture(
         if attached.dropped and src.flow_counters() is not None:
             pipe.account_drops(src.flow_counters(), reported_drops)
         src.stop()
+        for batch in src.batches():  # what the ring held when the loop ended
+            pipe.feed(batch)
         stats = src.stats()
         stats.nics_attached, stats.attach_mode = attached.nics_attached, attached.attach_mode
         pipe.finish([stats])
@@ -225,6 +228,8 @@ def _live_table(backend: str, s, pipe, elapsed: float, title: str = "bpfnetlog c
     t.add_row("backend", f"{backend} ({getattr(s, 'attach_mode', '')})")
     t.add_row("interfaces", f"{getattr(s, 'nics_attached', 0)}")
     t.add_row("dropped (ring full)", f"{s.dropped:,}")
+    if backend == "ebpf":
+        t.add_row("headers only (L7 gave up)", f"{getattr(s, 'quiet', 0):,}")
     _pipeline_rows(t, pipe, elapsed)
     if s.errors:
         t.add_row("errors", "\n".join(s.errors[-5:]))

@@ -10,6 +10,7 @@ are in a batch; everything else is counted in `SourceStats`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,6 +55,17 @@ class Nic:
     netns: str = ""  # "<inode>" or "<inode>:<name>"; "" for a file
     virtual: bool = False
     host_network: bool = True
+
+
+class FlowRef(NamedTuple):
+    """One connection on one NIC, as the pipeline tells a live source about it."""
+
+    nic: Nic
+    proto: int
+    ip_a: bytes  # 16 bytes, IPv4 as ::ffff:a.b.c.d
+    port_a: int
+    ip_b: bytes
+    port_b: int
 
 
 @dataclass

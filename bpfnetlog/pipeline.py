@@ -23,13 +23,13 @@ from bpfnetlog.l4 import tcp_analysis as ta
 from bpfnetlog.l4 import zeek
 from bpfnetlog.l4.chunks import PendingPackets, chunk_sums
 from bpfnetlog.enrich.listening import Listening, server_side
-from bpfnetlog.l4.flowkeys import batch_keys
+from bpfnetlog.l4.flowkeys import batch_keys, key_parts
 from bpfnetlog.l4.flows import FlowTable
 from bpfnetlog.l4.packet_rows import packet_table
 from bpfnetlog.l4.roles import LocalNets
 from bpfnetlog.l7.engine import L7Engine, L7Record, Marker
 from bpfnetlog.l7.fastpath import FastHttp, MarkerTable
-from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, Nic, PacketBatch, SourceStats
+from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, FlowRef, Nic, PacketBatch, SourceStats
 from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, SCHEMAS, STATS_TABLE
 from bpfnetlog.store.base import StoreWriter
 
@@ -62,9 +62,10 @@ class Counters:
 
 class Pipeline:
     def __init__(self, writer: StoreWriter, host: str, local: LocalNets | None = None,
-                 timeouts: Timeouts | None = None, fast_l7: bool = True) -> None:  # fmt: skip
+                 timeouts: Timeouts | None = None, fast_l7: bool = True, report_quiet: bool = False) -> None:  # fmt: skip
         """`fast_l7=False` sends every connection to the Python L7 engine (the reference the
-        compiled HTTP fast path is tested against)."""
+        compiled HTTP fast path is tested against). `report_quiet`: keep the lists `take_quiet`
+        returns (live capture uses them to stop copying payload nobody parses)."""
         self.writer = writer
         self.host = host
         self.local = local or LocalNets()
@@ -84,6 +85,9 @@ class Pipeline:
         self.listening: Listening = {}  # LISTEN sockets per netns (live capture), see enrich.listening
         self.drops: dict[int, int] = {}  # slot -> packets of it the capture lost, not yet reported
         self.l7_off = np.zeros(0, bool)  # slot -> the L7 engine gave up on this connection
+        self.report_quiet = report_quiet
+        self._quiet: list[FlowRef] = []  # connections the L7 stage gave up on, not yet taken
+        self._resumed: list[FlowRef] = []  # of those, the ones that ended
 
     # ---- input -------------------------------------------------------------
     def feed(self, batch: PacketBatch) -> None:
@@ -203,6 +207,19 @@ class Pipeline:
                 off_slots.append(slot)
         if off_slots:  # later packets of these connections skip the loop above
             self.l7_off[off_slots] = True
+            if self.report_quiet:
+                self._quiet.extend(self._flow_ref(slot) for slot in dict.fromkeys(off_slots))
+
+    def take_quiet(self) -> tuple[list[FlowRef], list[FlowRef]]:
+        """(connections whose payload is of no more use, connections among those that ended) since
+        the last call; empty unless `report_quiet`."""
+        out = self._quiet, self._resumed
+        self._quiet, self._resumed = [], []
+        return out
+
+    def _flow_ref(self, slot: int) -> FlowRef:
+        nic, proto, ip_a, port_a, ip_b, port_b = key_parts(self.flows.keys[slot])
+        return FlowRef(self.nics[nic], proto, ip_a, port_a, ip_b, port_b)
 
     def _fast_markers(self, slots: np.ndarray, mark: np.ndarray, l7_mark: np.ndarray) -> None:
         """The fast path's markers become ids into `fast_markers`, on the packets they mark."""
@@ -264,7 +281,10 @@ class Pipeline:
 
     def _release(self, slots: np.ndarray) -> None:
         """Slots are reused: forget what was learned about their connections."""
-        self.l7_off[slots[slots < len(self.l7_off)]] = False
+        known = slots[slots < len(self.l7_off)]
+        if self.report_quiet:
+            self._resumed.extend(self._flow_ref(slot) for slot in known[self.l7_off[known]].tolist())
+        self.l7_off[known] = False
         if self.fast is not None:
             self.fast.release(slots)
         self.flows.release(slots)

@@ -21,6 +21,7 @@ each other and nothing is attached to the host's interfaces. Processes are start
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -503,3 +504,72 @@ def test_without_capabilities_exits_2(lab: L.Lab, hosts: L.Link, tmp_path: Path)
     msg = " ".join(r.stderr.split())
     assert r.returncode == 2, msg
     assert "CAP_" in msg and "sudo" in msg, msg
+
+
+# Port 9000 of b: a request starting "GET " gets a small HTTP answer; anything else is read to
+# the end. The server closes first, so the client can reuse its port at once (TIME_WAIT is b's).
+_EITHER_SERVER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", 9000))
+s.listen()
+while True:
+    c, _ = s.accept()
+    first = c.recv(65536)
+    if first.startswith(b"GET "):
+        c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\nConnection: close\\r\\n\\r\\nhello")
+    else:
+        n = len(first)
+        while n < int.from_bytes(first[:4], "big"):
+            d = c.recv(65536)
+            if not d:
+                break
+            n += len(d)
+    c.close()
+"""
+# From a's port 40123: BULK bytes of no known protocol, slowly enough that capture sees the
+# connection before it ends; then an HTTP request on the very same 5-tuple.
+_SAME_PORT_CLIENT = """
+import socket, sys, time
+def conn(pieces):
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c.bind(("", 40123))
+    c.connect((sys.argv[1], 9000))
+    for p in pieces:
+        c.sendall(p)
+        time.sleep(0.02)
+    while c.recv(65536):
+        pass
+    c.close()
+bulk = int(sys.argv[2]).to_bytes(4, "big") + bytes(range(1, 256)) * (int(sys.argv[2]) // 255 + 1)
+bulk = bulk[: int(sys.argv[2])]
+conn([bulk[i : i + 32768] for i in range(0, len(bulk), 32768)])
+conn([b"GET /x HTTP/1.1\\r\\nHost: b\\r\\n\\r\\n"])
+"""
+BULK = 2_000_000
+
+
+def test_payload_stops_when_l7_gives_up_and_resumes_on_a_new_connection(lab: L.Lab, hosts: L.Link,
+                                                                        tmp_path: Path) -> None:  # fmt: skip
+    """Once the L7 stage gives up on a connection, the kernel sends its headers only (counted in
+    the summary) and the L4 totals stay exact; a new connection on the same 5-tuple (its SYN clears
+    that) is parsed again."""
+    lab.spawn(hosts.b, [sys.executable, "-c", _EITHER_SERVER], log="either.log")
+    hosts.b.wait_listening(9000)
+    cli = start_capture(lab, tmp_path / "store", [hosts.a], ready=hosts.a)
+    hosts.a.run([sys.executable, "-c", _SAME_PORT_CLIENT, hosts.b_ip, str(BULK)], timeout=60)
+    assert cli.stop(signal.SIGINT) == 0, cli.output()
+    out = " ".join(cli.output().split())
+    skipped = re.findall(r"headers only \(L7 gave up\) │ ([\d,]+)", out)
+    assert skipped and int(skipped[-1].replace(",", "")) > 10, out
+    store = load_store(tmp_path / "store", CLIENT_IF, hosts.a.name)
+    mine = [r for r in store.l4 if r["src_port"] == 40123 or r["dst_port"] == 40123]
+    conns = sorted({r["conn_id"] for r in mine}, key=lambda c: min(r["time"] for r in mine if r["conn_id"] == c))
+    assert len(conns) == 2
+    bulk = [r for r in mine if r["conn_id"] == conns[0]]
+    assert sum(r["tx_bytes"] for r in bulk) == BULK  # payload bytes a -> b, all of them
+    assert {r["l7_proto"] for r in bulk} == {""}
+    assert [(r["http_method"], r["request_resource"], r["http_status_code"], r["client_port"], r["conn_id"])
+            for r in store.l7] == [("GET", "/x", 200, 40123, conns[1])]  # fmt: skip

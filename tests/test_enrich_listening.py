@@ -1,30 +1,38 @@
-"""LISTEN sockets from /proc/net/tcp{,6}, and how they decide the server of a mid-stream connection."""
+"""LISTEN sockets (sock_diag), and how they decide the server of a mid-stream connection."""
 
 from __future__ import annotations
 
 import socket
 
-from bpfnetlog.enrich.listening import ANY, listening_sockets, parse_proc_net_tcp, server_side
-
-TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 0 0
-   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 0 0
-   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 0 0
-   3: 020A0A0A:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 0 0
-"""
-TCP6 = """  sl  local_address                         remote_address                        st
-   0: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 0A 0
-   1: 000080FE00000000FF005450000000FE:2329 00000000000000000000000000000000:0000 0A 0
-   2: 0000000000000000FFFF00000100007F:0BB8 00000000000000000000000000000000:0000 0A 0
-"""
+from bpfnetlog.enrich.listening import ANY, listening_here, listening_sockets, server_side
 
 
-def test_parse_ipv4_listen_only() -> None:
-    assert parse_proc_net_tcp(TCP, False) == {(ANY, 80), ("127.0.0.1", 8080), ("10.10.10.2", 443)}
+def _listen(family: int, addr: str) -> socket.socket:
+    s = socket.socket(family)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if addr.startswith("::ffff:") else 1)
+    s.bind((addr, 0))
+    s.listen()
+    return s
 
 
-def test_parse_ipv6_words_and_mapped() -> None:
-    assert parse_proc_net_tcp(TCP6, True) == {(ANY, 53), ("fe80::5054:ff:fe00:0", 9001), ("127.0.0.1", 3000)}
+def test_lists_listening_sockets_of_this_namespace_only_in_listen_state() -> None:
+    """IPv4 and IPv6, wildcard and specific, v4-mapped shown as IPv4; a connected socket is not listed."""
+    socks = [_listen(socket.AF_INET, "0.0.0.0"), _listen(socket.AF_INET, "127.0.0.1"),
+             _listen(socket.AF_INET6, "::"), _listen(socket.AF_INET6, "::1"),
+             _listen(socket.AF_INET6, "::ffff:127.0.0.1")]  # fmt: skip
+    client = socket.create_connection(("127.0.0.1", socks[1].getsockname()[1]))
+    try:
+        want = {(ANY, socks[0].getsockname()[1]), ("127.0.0.1", socks[1].getsockname()[1]),
+                (ANY, socks[2].getsockname()[1]), ("::1", socks[3].getsockname()[1]),
+                ("127.0.0.1", socks[4].getsockname()[1])}  # fmt: skip
+        found = listening_here()
+        assert want <= found
+        assert not any(port == client.getsockname()[1] for _, port in found)
+    finally:
+        client.close()
+        for s in socks:
+            s.close()
 
 
 def test_server_side() -> None:

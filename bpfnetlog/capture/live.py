@@ -22,7 +22,7 @@ from types import FrameType
 
 from bpfnetlog.capture.ebpf import EbpfSource, FilterError, FlowCounters, LiveStats
 from bpfnetlog.capture.errors import CaptureError
-from bpfnetlog.packets import PacketBatch
+from bpfnetlog.packets import FlowRef, PacketBatch
 
 BACKENDS = ("auto", "ebpf", "afpacket")
 
@@ -75,6 +75,12 @@ class LiveSource:
 
     def stats(self) -> LiveStats:
         return self._src.stats()
+
+    def set_quiet(self, quiet: list[FlowRef], resumed: list[FlowRef]) -> None:
+        """Connections whose payload is of no use (eBPF stops copying it), and ones that ended;
+        AF_PACKET keeps its fixed snaplen."""
+        if self.backend == "ebpf" and (quiet or resumed):
+            self._src.set_quiet(quiet, resumed)
 
     def flow_counters(self) -> FlowCounters | None:
         """Kernel per-flow packet/byte/drop counters (eBPF); None for AF_PACKET."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bpfnetlog.correlate.ids import community_id, conn_id
+from bpfnetlog.l4.flowkeys import key_parts
 from bpfnetlog.l4.roles import LocalNets, client_by_ports, direction, local_side
 from bpfnetlog.packets import Nic
 
@@ -23,11 +24,8 @@ def ip_text(raw: bytes) -> str:
 
 def key_endpoints(words: np.ndarray) -> tuple[int, int, str, int, str, int]:
     """(nic index, proto, ip A, port A, ip B, port B) from a flow key (flowkeys.BatchKeys.words row)."""
-    w = [int(x) for x in words]
-    ip_a = w[0].to_bytes(8, "big") + w[1].to_bytes(8, "big")
-    ip_b = w[2].to_bytes(8, "big") + w[3].to_bytes(8, "big")
-    meta = w[4]
-    return meta >> 40, (meta >> 32) & 0xFF, ip_text(ip_a), (meta >> 16) & 0xFFFF, ip_text(ip_b), meta & 0xFFFF
+    nic, proto, ip_a, port_a, ip_b, port_b = key_parts(words)
+    return nic, proto, ip_text(ip_a), port_a, ip_text(ip_b), port_b
 
 
 @dataclass

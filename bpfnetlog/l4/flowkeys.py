@@ -38,6 +38,14 @@ class BatchKeys:
     side: np.ndarray  # (n,) uint8: 0 if the packet was sent by endpoint A
 
 
+def key_parts(words: np.ndarray) -> tuple[int, int, bytes, int, bytes, int]:
+    """(nic index, proto, 16-byte ip A, port A, 16-byte ip B, port B) of one flow key (`words` row)."""
+    w = [int(x) for x in words]
+    meta = w[4]
+    return (meta >> 40, (meta >> 32) & 0xFF, w[0].to_bytes(8, "big") + w[1].to_bytes(8, "big"),
+            (meta >> 16) & 0xFFFF, w[2].to_bytes(8, "big") + w[3].to_bytes(8, "big"), meta & 0xFFFF)  # fmt: skip
+
+
 def batch_keys(
     nic: np.ndarray, proto: np.ndarray, src_ip: np.ndarray, dst_ip: np.ndarray, sport: np.ndarray, dport: np.ndarray
 ) -> BatchKeys:

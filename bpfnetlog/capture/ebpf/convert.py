@@ -16,6 +16,7 @@ class NicTable:
     def __init__(self) -> None:
         self.nics: list[Nic] = []
         self._index: dict[int, int] = {}
+        self._netns_id: dict[Nic, int] = {}
         self._lock = threading.Lock()
 
     def add(self, netns_id: int, nic: Nic) -> int:
@@ -26,6 +27,7 @@ class NicTable:
                 return cur
             self.nics.append(nic)
             self._index[key] = len(self.nics) - 1
+            self._netns_id[nic] = netns_id
             return self._index[key]
 
     def indexes(self, netns_id: np.ndarray, ifindex: np.ndarray) -> np.ndarray:
@@ -40,6 +42,11 @@ class NicTable:
                 j = self.add(k >> 32, Nic(name=f"if{k & 0xFFFFFFFF}", ifindex=k & 0xFFFFFFFF))
             idx[i] = j
         return idx[inv]
+
+    def netns_id(self, nic: Nic) -> int | None:
+        """The loader's namespace id of a NIC this table gave out (None: not one of ours)."""
+        with self._lock:
+            return self._netns_id.get(nic)
 
     def snapshot(self) -> list[Nic]:
         with self._lock:

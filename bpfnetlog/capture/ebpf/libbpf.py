@@ -86,6 +86,7 @@ for _name, _res, _args in [
     ("bpf_tc_query", _I, [ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts)]),
     ("bpf_map_update_elem", _I, [_I, _P, _P, ctypes.c_uint64]),
     ("bpf_map_lookup_elem", _I, [_I, _P, _P]),
+    ("bpf_map_delete_elem", _I, [_I, _P]),
     ("bpf_map_lookup_batch", _I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(BatchOpts)]),
     ("bpf_prog_get_fd_by_id", _I, [_U32]),
     ("bpf_obj_get_info_by_fd", _I, [_I, _P, ctypes.POINTER(_U32)]),

@@ -10,6 +10,7 @@ their fds, so there is one ring, one flow table and one filter.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from bpfnetlog.capture.ebpf.libbpf import BPF_ANY, BatchOpts, BpfError, check, c
 from bpfnetlog.capture.ebpf.record import CONFIG, FLOW_KEY, FLOW_VAL, LPM_KEY, MAX_SNAPLEN, STAT_MAX
 from bpfnetlog.capture.errors import CaptureError
 
-MAPS = ("ring", "flows", "stats", "filter", "filter_addr", "filter_port")
+MAPS = ("ring", "flows", "quiet", "stats", "filter", "filter_addr", "filter_port")
 # (direction, link has no L2 header) -> program name in netlog.bpf.c
 PROGRAMS = {(1, False): "netlog_ingress", (2, False): "netlog_egress", (1, True): "netlog_in_l3", (2, True): "netlog_eg_l3"}
 OBJECT_ENV = "BPFNETLOG_BPF_OBJECT"
@@ -90,6 +91,13 @@ class NetlogObject:
 
 def map_update(fd: int, key: np.ndarray, value: np.ndarray, what: str) -> None:
     check(lib.bpf_map_update_elem(fd, key.ctypes.data, value.ctypes.data, BPF_ANY), f"update {what}")
+
+
+def map_delete(fd: int, key: np.ndarray, what: str) -> None:
+    """Delete one entry; a missing one is fine (the LRU may have evicted it)."""
+    ret = lib.bpf_map_delete_elem(fd, key.ctypes.data)
+    if ret < 0 and -ret != errno.ENOENT:
+        check(ret, f"delete {what}")
 
 
 def read_stats(fd: int) -> np.ndarray:

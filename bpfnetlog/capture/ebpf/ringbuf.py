@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import mmap
 import select
+import time
 
 import numba as nb
 import numpy as np
@@ -73,6 +74,12 @@ class RingReader:
             return True
         self._epoll.poll(timeout_s)
         return self.pending() > 0
+
+    def settle(self, min_bytes: int, max_s: float, step_s: float) -> None:
+        """Sleep until `min_bytes` are pending or `max_s` passed: fewer, larger batches."""
+        deadline = time.monotonic() + max_s
+        while self.pending() < min_bytes and time.monotonic() < deadline:
+            time.sleep(step_s)
 
     def read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(records as REC array, payload buffer, payload offset per record) and release the space."""

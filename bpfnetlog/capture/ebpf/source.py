@@ -16,7 +16,10 @@ from bpfnetlog.capture.ebpf.filter import compile_filter
 from bpfnetlog.capture.ebpf.follow import Follower
 from bpfnetlog.capture.ebpf.libbpf import BpfError
 from bpfnetlog.capture.ebpf.record import (
+    FLOW_KEY,
     FLOW_VAL,
+    QUIET_NO_PAYLOAD,
+    STAT_QUIET,
     STAT_FILTERED,
     STAT_RING_DROP,
     STAT_SEEN,
@@ -25,10 +28,12 @@ from bpfnetlog.capture.ebpf.record import (
 )
 from bpfnetlog.capture.ebpf.ringbuf import RingReader
 from bpfnetlog.capture.errors import CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, CaptureError, require_caps
-from bpfnetlog.packets import PacketBatch, SourceStats
+from bpfnetlog.packets import DIR_EGRESS, DIR_INGRESS, FlowRef, PacketBatch, SourceStats  # DIR_*: the kernel's too
 
-# A batch smaller than this makes the reader pause COALESCE_S before the next one.
-COALESCE_RECORDS, COALESCE_S = 16384, 0.02
+# Each batch costs a few ms whatever its size: with less than COALESCE_BYTES pending the reader
+# lets the ring fill until it holds 1/COALESCE_FILL of its size, for at most COALESCE_MAX_S
+# (checked every COALESCE_STEP_S).
+COALESCE_BYTES, COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S = 2 << 20, 8, 0.2, 0.01
 
 
 @dataclass
@@ -68,6 +73,7 @@ class EbpfSource:
         self._running = False
         self._iterating = False
         self._ring_lock = threading.Lock()
+        self._rest_batch: PacketBatch | None = None  # read from the ring as it closed
         self._kernel = np.zeros(8, np.uint64)  # last kernel counters, kept after stop()
 
     def start(self) -> None:
@@ -112,25 +118,41 @@ class EbpfSource:
 
     def batches(self, timeout_s: float = 1.0) -> Iterator[PacketBatch]:
         """Yield batches as records arrive, an empty batch after `timeout_s` of silence
-        (so callers can flush on time); ends after stop()."""
+        (so callers can flush on time); ends after stop(), with what the ring held then.
+        Called again after stop() (say after Ctrl-C interrupted the loop), it yields that rest."""
         self._iterating = True
         try:
             while self._running:
                 if not self._ring.wait(timeout_s):
                     yield PacketBatch.empty(self.nics.snapshot())
                     continue
-                recs, payload, pay_off = self._ring.read()
-                if len(recs) < COALESCE_RECORDS:
-                    time.sleep(COALESCE_S)  # let the ring fill: per-batch costs dwarf per-record ones
-                if len(recs):
-                    batch = to_batch(recs, payload, pay_off, self.nics, self._frames)
-                    self._frames += len(recs)
-                    self._received += len(recs)
+                if self._ring.pending() < COALESCE_BYTES:
+                    self._ring.settle(self._ring_bytes // COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S)
+                batch = self._read()
+                if len(batch):
                     yield batch
+            last = self._rest()
+            if last is not None and len(last):
+                yield last
         finally:
             self._iterating = False
             if not self._running:
                 self._close_ring()
+
+    def _rest(self) -> PacketBatch | None:
+        """After stop(): what the ring still held (read now, or by stop() itself), once."""
+        with self._ring_lock:
+            if self._ring is not None:
+                return self._read()
+            rest, self._rest_batch = self._rest_batch, None
+            return rest
+
+    def _read(self) -> PacketBatch:
+        recs, payload, pay_off = self._ring.read()
+        batch = to_batch(recs, payload, pay_off, self.nics, self._frames)
+        self._frames += len(recs)
+        self._received += len(recs)
+        return batch
 
     def stats(self) -> "LiveStats":
         if self._shared:
@@ -139,11 +161,43 @@ class EbpfSource:
         f = self._follower
         return LiveStats(
             source="ebpf", packets=self._received, decoded=self._received, skipped=int(k[STAT_SKIPPED]),
-            dropped=int(k[STAT_RING_DROP]), errors=list(f.errors) if f else [], kernel_seen=int(k[STAT_SEEN]),
+            dropped=int(k[STAT_RING_DROP]), quiet=int(k[STAT_QUIET]), errors=list(f.errors) if f else [], kernel_seen=int(k[STAT_SEEN]),
             kernel_sent=int(k[STAT_SENT]), filtered=int(k[STAT_FILTERED]),
             nics_attached=len(f.attached()) if f else 0, attach_mode=self._attacher.mode if f else "",
             stale_removed=self._attacher.stale_removed if f else 0,
         )
+
+    def set_quiet(self, quiet: list[FlowRef], resumed: list[FlowRef]) -> None:
+        """Stop (quiet) or restart (resumed) copying payload for these connections, both directions.
+
+        The pipeline asks for it once its L7 stage gave up on a connection: then a bulk transfer
+        costs the ring and this process headers only. A SYN clears it in the kernel too.
+        """
+        fd = self._shared["quiet"] if self._shared else None
+        if fd is None:
+            return
+        value = np.array([QUIET_NO_PAYLOAD], np.uint32)
+        for refs, apply in ((quiet, lambda k: loader.map_update(fd, k, value, "quiet flows")),
+                            (resumed, lambda k: loader.map_delete(fd, k, "quiet flows"))):  # fmt: skip
+            for ref in refs:
+                for key in self._quiet_keys(ref):
+                    apply(key)
+
+    def _quiet_keys(self, ref: FlowRef) -> list[np.ndarray]:
+        """The kernel's flow keys of a connection: each orientation at ingress and at egress."""
+        netns_id = self.nics.netns_id(ref.nic)
+        if netns_id is None:
+            return []
+        keys = []
+        for saddr, sport, daddr, dport in ((ref.ip_a, ref.port_a, ref.ip_b, ref.port_b),
+                                           (ref.ip_b, ref.port_b, ref.ip_a, ref.port_a)):  # fmt: skip
+            for direction in (DIR_INGRESS, DIR_EGRESS):
+                k = np.zeros(1, FLOW_KEY)
+                k["ifindex"], k["netns_id"], k["proto"], k["direction"] = ref.nic.ifindex, netns_id, ref.proto, direction
+                k["saddr"][0], k["daddr"][0] = np.frombuffer(saddr, np.uint8), np.frombuffer(daddr, np.uint8)
+                k["sport"], k["dport"] = sport, dport
+                keys.append(k)
+        return keys
 
     def flow_counters(self) -> FlowCounters:
         keys, vals = loader.read_flows(self._shared["flows"])
@@ -172,6 +226,7 @@ class EbpfSource:
     def _close_ring(self) -> None:
         with self._ring_lock:  # stop() and a finishing batches() may race here
             if self._ring is not None:
+                self._rest_batch = self._read()  # the programs are detached: nothing more comes
                 self._ring.close()
                 self._ring = None
 
@@ -182,6 +237,7 @@ class LiveStats(SourceStats):
 
     kernel_seen: int = 0  # packets the programs ran on
     kernel_sent: int = 0  # records the kernel wrote to the ring
+    quiet: int = 0  # records sent without payload: their connection's L7 stage had given up
     filtered: int = 0  # packets the capture filter rejected
     nics_attached: int = 0
     attach_mode: str = ""  # "tcx" or "clsact" (ebpf), "tpacket_v3" (afpacket)
