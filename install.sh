@@ -26,9 +26,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-extras="bench"
-[ "$want_test" = 1 ] && extras="test,bench"
-.venv/bin/pip install -q --disable-pip-version-check -e ".[${extras}]"
+spec="."
+[ "$want_test" = 1 ] && spec=".[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e "$spec"
 
 if [ -x bpf/build.sh ]; then
   bpf/build.sh

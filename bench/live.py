@@ -137,7 +137,13 @@ class Bpfnetlog(Tool):
         from bpfnetlog.store.reader import DuckDBStoreReader
 
         assert self.proc is not None
-        code = self.lab.stop(self.proc, signal.SIGINT, timeout=120)
+        try:  # SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # its threads' stacks into the log, then SIGKILL
+            time.sleep(1)
+        code = self.lab.stop(self.proc, signal.SIGTERM, timeout=5)
         if code != 0:
             raise RuntimeError(f"bpfnetlog capture exited {code}: {(self.lab.tmp / f'{self.store.name}.log').read_text()}")
         with DuckDBStoreReader(self.store) as r:

@@ -7,7 +7,9 @@ store writer, and report progress. The work lives in the pipeline stages.
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import gc
+import signal
 import socket
 import time
 from pathlib import Path
@@ -19,12 +21,14 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 app = typer.Typer(
-    help="Network logs from packets: L4 connections (bpf_net_l4_log) and L7 requests (bpf_net_l7_log).",
+    help="Network logs from packets: L4 connections (bpf_net_l4_log) and L7 requests (bpf_net_l7_log). "
+    "`kill -USR1 <pid>` makes a running command print every thread's stack to stderr.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # what is it doing? without a debugger
 
 
 def _few_gc_passes() -> None:

@@ -442,54 +442,57 @@ class Pipeline:
         return {name: pa.array([row[name] for row in rows], schema.field(name).type).take(idx) for name in rows[0]}
 
     def _write_l4(self, rows: dict[str, np.ndarray], finished: set[int], flush_all: bool) -> None:
+        """One L4 record per chunk of `rows`, built column by column: the connection's tags and
+        Zeek fields once per connection, the counters (`chunk_sums`) as arrays."""
         if not rows or not len(rows["slot"]):
             return
         fl = self.flows.fl
-        for slot in np.unique(rows["slot"]).tolist():
-            self._tags(slot)  # fixes src_side before tx/rx are counted
+        slots = np.unique(rows["slot"])
+        slot_list = slots.tolist()
+        tags = [self._tags(slot) for slot in slot_list]  # fixes src_side before tx/rx are counted
         src_side = np.zeros(self.flows.capacity, np.int64)
         for slot, conn in self.conns.items():
             src_side[slot] = conn.src_side
         sums = chunk_sums(rows, src_side)
-        fields = [name for name in sums if name in L4_NAMES]  # the sums named as L4 fields
-        records = []
-        last_chunk_of = {}
-        for j, slot in enumerate(sums["slot"].tolist()):
-            last_chunk_of[slot] = j  # rows are sorted by chunk within a slot
-        for j, slot in enumerate(sums["slot"].tolist()):
+        chunk_slot = sums["slot"]
+        which = np.searchsorted(slots, chunk_slot)  # chunk -> its connection in slot_list
+        last = np.r_[chunk_slot[1:] != chunk_slot[:-1], True]  # chunks are sorted by (slot, chunk)
+        l7_proto, history, conn_state = [], [], []
+        for slot, t in zip(slot_list, tags):
             conn = self.conns[slot]
-            rec = self._tags(slot)
-            final = slot in finished and last_chunk_of[slot] == j
-            f = fl[slot]
-            client = conn.client_side
-            codes = self.flows.hist[slot, : f[ta.F_HIST_N]].tolist()
-            proto = rec["l4_proto"]
-            for name in fields:
-                rec[name] = int(sums[name][j])
-            rec["time"] = rec["start_time"]
-            rec["duration"] = (rec["end_time"] - rec["start_time"]) // 1000
-            rec["packets"] = int(sums["count"][j])
-            rec["chunk_syn"] = bool(sums["syn_in_chunk"][j])
-            rec["chunk_fin"] = final
-            rec["l7_proto"] = conn.l7_proto
-            hs = f[ta.F_HS_DONE_TS] - f[ta.F_SYN_TS] if f[ta.F_HS_DONE_TS] else 0
-            rec["tcp_3whs_cost"] = int(hs) // 1000
-            fin = f[ta.F_FIN_DONE_TS] - f[ta.F_FIN1_TS] if f[ta.F_FIN_DONE_TS] else 0
-            rec["tcp_4whs_cost"] = int(fin) // 1000
-            rec["history"] = zeek.history(codes, client)
-            rec["conn_state"] = zeek.conn_state(codes, client, proto)
-            rec["close_type"] = _close_type(int(f[ta.F_CLOSED]), final, flush_all)
-            rec["capture_drops"] = self.drops.pop(slot, 0) if last_chunk_of[slot] == j else 0
-            rec["status"] = _l4_status(rec)
-            records.append(rec)
-        self.writer.write(L4_SOURCE, records)
+            codes = self.flows.hist[slot, : fl[slot, ta.F_HIST_N]].tolist()
+            l7_proto.append(conn.l7_proto)
+            history.append(zeek.history(codes, conn.client_side))
+            conn_state.append(zeek.conn_state(codes, conn.client_side, t["l4_proto"]))
+        final = np.array([slot in finished for slot in slot_list], bool)[which] & last
+        drops = np.array([self.drops.pop(slot, 0) for slot in slot_list], np.int64)
+        cols = self._take_columns(tags, which.tolist(), SCHEMAS[L4_SOURCE])
+        for name in sums:
+            if name in L4_NAMES:  # the sums named as L4 fields
+                cols[name] = pa.array(sums[name])
+        f = fl[chunk_slot]
+        cols["time"] = pa.array(sums["start_time"])
+        cols["duration"] = pa.array((sums["end_time"] - sums["start_time"]) // 1000)
+        cols["packets"] = pa.array(sums["count"])
+        cols["chunk_syn"] = pa.array(sums["syn_in_chunk"])
+        cols["chunk_fin"] = pa.array(final)
+        cols["l7_proto"] = pa.array(l7_proto, pa.string()).take(which)
+        cols["tcp_3whs_cost"] = pa.array(_span_us(f[:, ta.F_SYN_TS], f[:, ta.F_HS_DONE_TS]))
+        cols["tcp_4whs_cost"] = pa.array(_span_us(f[:, ta.F_FIN1_TS], f[:, ta.F_FIN_DONE_TS]))
+        cols["history"] = pa.array(history, pa.string()).take(which)
+        cols["conn_state"] = states = pa.array(conn_state, pa.string()).take(which)
+        cols["close_type"] = _close_types(f[:, ta.F_CLOSED], final, flush_all)
+        capture_drops = np.where(last, drops[which], 0)  # told once, on the connection's last chunk
+        cols["capture_drops"] = pa.array(capture_drops)
+        cols["status"] = _l4_status(sums, states, capture_drops)
+        self.writer.write(L4_SOURCE, pa.table(cols))
         fast_marks = self.fast_markers.take(rows["l7_mark"])
         self.writer.write(PACKET_TABLE, packet_table(rows, self.conns, self.markers, self.host, fast_marks))
         self.fast_markers.keep_only(self.pending.cols.get("l7_mark", np.zeros(0, np.int64)))
-        self.count.l4_records += len(records)
+        self.count.l4_records += len(chunk_slot)
         self.count.packet_rows += len(rows["slot"])
         if flush_all:  # running connections continue in a new chunk
-            for slot in set(sums["slot"].tolist()) - finished:
+            for slot in set(slot_list) - finished:
                 fl[slot, ta.F_CHUNK] += 1
                 fl[slot, ta.F_CHUNK_PKTS] = 0
 
@@ -502,22 +505,27 @@ def _read_only(data) -> np.ndarray:
     return view
 
 
-def _close_type(closed: int, final: bool, flush_all: bool) -> str:
-    if closed == 2:
-        return "rst"
-    if closed == 1:
-        return "fin"
-    if final and not flush_all:
-        return "timeout"
-    return "open"
+def _span_us(begin: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """done - begin in us where `done` was reached (non-zero), else 0."""
+    return np.where(done != 0, done - begin, 0) // 1000
 
 
-def _l4_status(rec: dict) -> str:
-    if rec["tx_rst"] or rec["rx_rst"] or rec["conn_state"] in ("S0", "REJ", "RSTOS0"):
-        return "error"
-    if rec["capture_drops"]:
-        return "warning"  # counts are lower bounds; the kernel counters have the exact totals
-    if rec["tx_retrans"] or rec["rx_retrans"] or rec["lost_segment"] or rec["tx_zero_win"] or rec["rx_zero_win"]:
-        return "warning"
-    return "info"
+def _close_types(closed: np.ndarray, final: np.ndarray, flush_all: bool) -> pa.Array:
+    """rst / fin from the kernel's close state; a connection's last chunk written by its idle
+    timeout (not by the end of input or a periodic flush) is "timeout"; else "open"."""
+    kind = np.where(closed == 2, 0, np.where(closed == 1, 1, np.where(final & (not flush_all), 2, 3)))
+    return pa.array(np.array(["rst", "fin", "timeout", "open"], object)[kind], pa.string())
 
+
+_ERROR_STATES = pa.array(["S0", "REJ", "RSTOS0"])
+
+
+def _l4_status(sums: dict[str, np.ndarray], conn_state: pa.Array, capture_drops: np.ndarray) -> pa.Array:
+    """error: a reset or a refused / unanswered handshake; warning: counts are lower bounds (capture
+    drops; the kernel counters have the exact totals) or the network struggled; else info."""
+    error = (sums["tx_rst"] > 0) | (sums["rx_rst"] > 0) | pc.is_in(conn_state, _ERROR_STATES).to_numpy(zero_copy_only=False)
+    warning = capture_drops > 0
+    for name in ("tx_retrans", "rx_retrans", "lost_segment", "tx_zero_win", "rx_zero_win"):
+        warning |= sums[name] > 0
+    kind = np.where(error, 0, np.where(warning, 1, 2))
+    return pa.array(np.array(["error", "warning", "info"], object)[kind], pa.string())

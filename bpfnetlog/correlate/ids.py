@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
+import socket
 import struct
 
 
@@ -26,11 +26,16 @@ def conn_id(host: str, nic: str, proto: int, ip_a: str, port_a: int, ip_b: str, 
 
 def community_id(proto: int, ip_a: str, port_a: int, ip_b: str, port_b: int, seed: int = 0) -> str:
     """Community ID v1 of a TCP/UDP flow (direction-free by definition)."""
-    a, b = ipaddress.ip_address(ip_a).packed, ipaddress.ip_address(ip_b).packed
+    a, b = _packed(ip_a), _packed(ip_b)
     if (a, port_a) > (b, port_b):  # the spec's order: lower address (then port) first
         a, b, port_a, port_b = b, a, port_b, port_a
     digest = hashlib.sha1(struct.pack("!H", seed) + a + b + struct.pack("!BBHH", proto, 0, port_a, port_b)).digest()
     return "1:" + base64.b64encode(digest).decode()
+
+
+def _packed(ip: str) -> bytes:
+    """Text address -> 4 or 16 bytes (inet_pton: 10x faster than ipaddress, which matters per flow)."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
 
 
 def nic_traceid(syn_seq: int, synack_seq: int) -> str:
