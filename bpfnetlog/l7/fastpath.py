@@ -37,9 +37,10 @@ class FastHttp:
         self.engine = engine
         self.cs = np.zeros((0, k.NC), np.int64)
         self.q = np.zeros((0, k.QCAP), np.int64)
-        self.ms = np.zeros((1 << 14, k.NM), np.int64)
-        self.rs = np.zeros((1 << 14, k.NR), np.int64)
-        self.arena = np.zeros(1 << 23, np.uint8)
+        # np.zeros of this size is calloc'd: pages cost memory only once rows reach them
+        self.ms = np.zeros((1 << 17, k.NM), np.int64)
+        self.rs = np.zeros((1 << 17, k.NR), np.int64)
+        self.arena = np.zeros(1 << 25, np.uint8)
         self.cnt = np.zeros(6, np.int64)
         self.conn_ids = np.zeros(0, object)  # slot -> conn_id
 
@@ -88,12 +89,12 @@ class FastHttp:
     def _grow(self, payload: int) -> None:
         """Room for one more packet: tables and arena double (rows are compacted at `take_records`)."""
         if len(self.ms) - self.cnt[k.K_MSGS] < k.ROOM_MSGS:
-            self.ms = np.concatenate([self.ms, np.zeros_like(self.ms)])
+            self.ms = _doubled(self.ms, int(self.cnt[k.K_MSGS]))
         if len(self.rs) - self.cnt[k.K_RECS] < k.ROOM_MSGS:
-            self.rs = np.concatenate([self.rs, np.zeros_like(self.rs)])
-        need = k.ROOM_ARENA + 2 * payload
-        if len(self.arena) - self.cnt[k.K_ARENA] < need:
-            self.arena = np.concatenate([self.arena, np.zeros(max(len(self.arena), need), np.uint8)])
+            self.rs = _doubled(self.rs, int(self.cnt[k.K_RECS]))
+        used = int(self.cnt[k.K_ARENA])
+        if len(self.arena) - used < k.ROOM_ARENA + 2 * payload:
+            self.arena = _doubled(self.arena, used, k.ROOM_ARENA + 2 * payload)
 
     def _head(self, row: int) -> tuple:
         """http1._parse_head of a message row's head bytes (the Python parser's view of it)."""
@@ -293,3 +294,11 @@ class MarkerTable:
         lowest = int(marked.min()) if len(marked) else self._next
         while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]["l7_id"]) <= lowest:
             self._chunks.pop(0)
+
+
+def _doubled(a: np.ndarray, used: int, extra: int = 0) -> np.ndarray:
+    """`a` with twice the rows (at least `used + extra`), its first `used` rows kept: only those
+    are copied; the new zeros are calloc'd, so untouched rows cost nothing."""
+    out = np.zeros((max(2 * len(a), used + extra),) + a.shape[1:], a.dtype)
+    out[:used] = a[:used]
+    return out
