@@ -303,6 +303,14 @@ class Row:
         return statistics.median(self.values)
 
 
+def _merged(seen: list[Seen]) -> Seen | None:
+    """One tool's runs as one: packets, drops, CPU and records summed."""
+    if not seen:
+        return None
+    return Seen(seen[0].tool, sum(s.packets for s in seen), sum(s.dropped for s in seen),
+                sum(s.cpu_s for s in seen), sum(s.l7_records for s in seen) if seen[0].l7_records >= 0 else -1)  # fmt: skip
+
+
 def under(lab2: Lab2, tool: type[Tool] | None, work: Path,
           loads: Callable[[], list[float]]) -> tuple[list[float], Seen | None]:  # fmt: skip
     """Run `loads` under `tool` (started before, stopped after; CPU counted while they run)."""
@@ -319,14 +327,25 @@ def under(lab2: Lab2, tool: type[Tool] | None, work: Path,
 
 
 def bench_throughput(lab2: Lab2, work: Path, seconds: float, runs: int) -> list[Row]:
-    """iperf3 with offloads on, then off; each under no capture, bpfnetlog, tcpdump."""
+    """iperf3 with offloads on, then off; each under no capture, bpfnetlog, tcpdump.
+
+    The tools take turns run by run (none, bpfnetlog, tcpdump, none, ...): this VM's speed
+    drifts by 10% and more within minutes, and a drift must not land on one tool's runs only.
+    """
     rows = []
     for offloads in (True, False):
         set_offloads(lab2, offloads)
         load = f"iperf3 TCP, TSO/GSO {'on' if offloads else 'off'} (Gbit/s)"
-        for tool in TOOLS:
-            values, seen = under(lab2, tool, work, lambda: [iperf3_gbps(lab2, seconds) for _ in range(runs)])
-            rows.append(Row(load, tool.name if tool else "none", values, seen, seconds * runs))
+        values: dict[str, list[float]] = {}
+        seen: dict[str, list[Seen]] = {}
+        for _ in range(runs):
+            for tool in TOOLS:
+                name = tool.name if tool else "none"
+                v, s = under(lab2, tool, work, lambda: [iperf3_gbps(lab2, seconds)])
+                values.setdefault(name, []).extend(v)
+                seen.setdefault(name, []).extend([s] if s else [])
+        for name, v in values.items():
+            rows.append(Row(load, name, v, _merged(seen[name]), seconds * runs))
     set_offloads(lab2, True)
     return rows
 

@@ -146,6 +146,7 @@ def capture(
     from bpfnetlog.pipeline import Pipeline
     from bpfnetlog.store.base import StoreError
     from bpfnetlog.store.writer import ParquetStoreWriter
+    from bpfnetlog.warmup import load as load_kernels
 
     try:
         writer = ParquetStoreWriter(store)
@@ -163,6 +164,7 @@ def capture(
         err.print(f"[red]error:[/] --write-pcap {write_pcap}: {e.strerror}")
         raise typer.Exit(2) from None
     src = LiveSource(backend=backend, filter=filter, ifaces=iface, netns=netns, payload_snaplen=payload_snaplen)
+    load_kernels()  # the compiled kernels, before packets wait for them
     try:
         src.start()
     except (CaptureError, ValueError) as e:
