@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bpfnetlog.capture.pcap import PcapReader
 from bpfnetlog.l4.roles import LocalNets
@@ -184,3 +186,17 @@ def test_hand_built_exits_same_records(tmp_path: Path) -> None:
     assert one_batch["/slow"]["pairing"] == "paired"  # no tick between request and response: in time
     # the hole, chunked, the split head and 100 Continue left the fast path; the rest stayed
     assert out["stats"]["handovers"] == 4 and out["stats"]["fast_messages"] >= 20, out["stats"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=24).map(lambda b: bytes(c for c in b if 0x21 <= c < 0x7F and c != 0x3A))
+       | st.text("aApPiIkKeEyY-_tTsScCoOwWhHnNrR", max_size=16).map(str.encode))  # fmt: skip
+def test_kernel_secret_names_as_python(name: bytes) -> None:
+    """The kernel's one-pass secret check says what http1's regex says, for any header name."""
+    import numpy as np
+
+    from bpfnetlog.l7.http1 import _SECRET
+    from bpfnetlog.l7.http1_kernel import _is_secret
+
+    d = np.frombuffer(b"x" + name + b":", np.uint8)
+    assert _is_secret(d, 1, len(name)) == (_SECRET.search(name.lower()) is not None)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpfnetlog.l4 import tcp_analysis as ta
-from bpfnetlog.l4.flowkeys import batch_keys
+from bpfnetlog.l4.flowkeys import batch_keys, differs, group
 from bpfnetlog.packets import PacketBatch
 
 CHUNK_MAX_PACKETS = 256
@@ -68,7 +68,7 @@ class FlowTable:
         """Run L4 over a batch; returns the per-packet output and the slots created by it."""
         n = len(batch)
         k = batch_keys(batch.nic, batch.proto, batch.src_ip, batch.dst_ip, batch.sport, batch.dport)
-        uniq, first, inverse = np.unique(k.hashes, return_index=True, return_inverse=True)
+        uniq, first, inverse = group(k.hashes)
         uslots = np.empty(len(uniq), np.int64)
         created: list[int] = []
         for j, h in enumerate(uniq.tolist()):
@@ -82,7 +82,7 @@ class FlowTable:
             uslots[j] = slot
         slot_in = uslots[inverse]
         # detect (never merge) 64-bit hash collisions
-        mismatch = np.any(self.keys[slot_in] != k.words, axis=1)
+        mismatch = differs(self.keys, slot_in, k.words)
         self.hash_collisions += int(mismatch.sum())
         side = k.side
         out = Analyzed(

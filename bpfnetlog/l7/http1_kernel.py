@@ -73,6 +73,10 @@ _METHOD_BYTES, _METHOD_LEN = _byte_table(tuple(m.encode() for m in METHODS))
 _NAME_BYTES, _NAME_LEN = _byte_table(WANTED_HEADERS)
 H_CL, H_TE, H_HOST, H_UA = range(4)  # >= 4: tracing headers -> fields from Python
 _SECRET_BYTES, _SECRET_LEN = _byte_table(SECRET_WORDS)  # + api-?_?key, as http1._SECRET
+_SECRET_FIRST = np.zeros(256, np.int64)  # byte -> bit k set if SECRET_WORDS[k] starts with it ("api" aside)
+for _k, _w in enumerate(SECRET_WORDS):
+    _SECRET_FIRST[_w[0]] |= 1 << _k
+_SECRET_FIRST[ord("a")] |= 1 << len(SECRET_WORDS)
 _REDACTED = np.frombuffer(b": " + REDACTED.encode(), np.uint8).copy()
 _TRUNCATED = np.frombuffer(TRUNCATED.encode(), np.uint8).copy()
 MAX_HEADS = 64  # heads in one segment (more: handed over)
@@ -100,29 +104,28 @@ def _name_is(d, a: int, n: int, table, lens, k: int) -> bool:
 
 
 @njit(cache=True)
-def _contains(d, a: int, n: int, table, lens, k: int) -> bool:
-    m = lens[k]
-    for s in range(n - m + 1):
-        ok = True
-        for j in range(m):
-            if _lower(d[a + s + j]) != table[k, j]:
-                ok = False
-                break
-        if ok:
-            return True
-    return False
-
-
-@njit(cache=True)
 def _is_secret(d, a: int, n: int) -> bool:
-    """http1._SECRET on the lower-cased name: auth|token|secret|passw|cookie|api-?_?key."""
-    for k in range(len(_SECRET_LEN)):
-        if _contains(d, a, n, _SECRET_BYTES, _SECRET_LEN, k):
-            return True
-    for s in range(n - 5):
-        if _lower(d[a + s]) == 97 and _lower(d[a + s + 1]) == 112 and _lower(d[a + s + 2]) == 105:  # api
+    """http1._SECRET on the lower-cased name: auth|token|secret|passw|cookie|api-?_?key.
+
+    One pass over the name: only a byte that starts a word (`_SECRET_FIRST`) is looked at further.
+    """
+    for s in range(n):
+        c = _lower(d[a + s])
+        words = _SECRET_FIRST[c]
+        if words == 0:
+            continue
+        for k in range(len(_SECRET_LEN)):
+            if words & (1 << k) and s + _SECRET_LEN[k] <= n:
+                ok = True
+                for j in range(1, _SECRET_LEN[k]):
+                    if _lower(d[a + s + j]) != _SECRET_BYTES[k, j]:
+                        ok = False
+                        break
+                if ok:
+                    return True
+        if c == 97 and s + 6 <= n and _lower(d[a + s + 1]) == 112 and _lower(d[a + s + 2]) == 105:  # api
             j = a + s + 3
-            if j < a + n and d[j] == 45:  # -
+            if d[j] == 45:  # -
                 j += 1
             if j < a + n and d[j] == 95:  # _
                 j += 1
@@ -274,32 +277,36 @@ def _copy(arena, at: int, d, a: int, n: int) -> int:
 
 @njit(cache=True)
 def _header_text(arena, at: int, d, a: int, b: int) -> int:
-    """The header lines in d[a:b] (each ending CRLF) as req_headers/resp_headers text at arena[at:]."""
+    """The header lines in d[a:b] (each ending CRLF) as req_headers/resp_headers text at arena[at:].
+
+    Each line is read once: its name is copied while looking for the colon, then either its
+    value, or the redaction mark when the name says it is a secret.
+    """
     start = at
     q = a
-    first = True
     while q < b:
-        e = q
-        while d[e] != 13:
-            e += 1
-        if not first:
+        if at > start:
             arena[at] = 10
             at += 1
-        first = False
         c = q
         while d[c] != 58:
+            arena[at] = d[c]
+            at += 1
             c += 1
+        e = c
         if _is_secret(d, q, c - q):
-            at = _copy(arena, at, d, q, c - q)
             at = _copy(arena, at, _REDACTED, 0, len(_REDACTED))
+            while d[e] != 13:
+                e += 1
         else:
-            at = _copy(arena, at, d, q, e - q)
+            while d[e] != 13:
+                arena[at] = d[e]
+                at += 1
+                e += 1
         q = e + 2
         if at - start > MAX_HEADERS_TEXT:
-            break
-    if at - start > MAX_HEADERS_TEXT:
-        at = start + MAX_HEADERS_TEXT
-        at = _copy(arena, at, _TRUNCATED, 0, len(_TRUNCATED))
+            at = start + MAX_HEADERS_TEXT
+            return _copy(arena, at, _TRUNCATED, 0, len(_TRUNCATED))
     return at
 
 
