@@ -72,6 +72,9 @@ _METHOD_BYTES, _METHOD_LEN = _byte_table(tuple(m.encode() for m in METHODS))
 # Header names the kernel acts on (http1.WANTED_HEADERS), and what it does with them.
 _NAME_BYTES, _NAME_LEN = _byte_table(WANTED_HEADERS)
 H_CL, H_TE, H_HOST, H_UA = range(4)  # >= 4: tracing headers -> fields from Python
+_NAME_BY_LEN = np.zeros(int(_NAME_LEN.max()) + 1, np.int64)  # length -> bit k set if WANTED_HEADERS[k] has it
+for _k, _n in enumerate(_NAME_LEN):
+    _NAME_BY_LEN[_n] |= 1 << _k
 _SECRET_BYTES, _SECRET_LEN = _byte_table(SECRET_WORDS)  # + api-?_?key, as http1._SECRET
 _SECRET_FIRST = np.zeros(256, np.int64)  # byte -> bit k set if SECRET_WORDS[k] starts with it ("api" aside)
 for _k, _w in enumerate(SECRET_WORDS):
@@ -94,13 +97,27 @@ def _lower(b: int) -> int:
 
 
 @njit(cache=True)
-def _name_is(d, a: int, n: int, table, lens, k: int) -> bool:
-    if n != lens[k]:
-        return False
-    for j in range(n):
-        if _lower(d[a + j]) != table[k, j]:
-            return False
-    return True
+def _wanted(d, a: int, n: int) -> int:
+    """Index in WANTED_HEADERS of the header name d[a:a+n] (any case), or -1.
+
+    Only the names of that length are compared (`_NAME_BY_LEN`): most headers match none.
+    """
+    if n >= len(_NAME_BY_LEN):
+        return -1
+    candidates = _NAME_BY_LEN[n]
+    k = 0
+    while candidates:
+        if candidates & 1:
+            ok = True
+            for j in range(n):
+                if _lower(d[a + j]) != _NAME_BYTES[k, j]:
+                    ok = False
+                    break
+            if ok:
+                return k
+        candidates >>= 1
+        k += 1
+    return -1
 
 
 @njit(cache=True)
@@ -243,7 +260,10 @@ def parse_head(d, p: int, end: int, request: bool, h) -> int:
             return -1
         va, vb = _strip(d, v, q)
         q += 2
-        if _name_is(d, a, nl, _NAME_BYTES, _NAME_LEN, H_CL):
+        k = _wanted(d, a, nl)
+        if k < 0:
+            continue
+        if k == H_CL:
             if h[H_CLV] >= 0 or vb - va < 1 or vb - va > 18:
                 return -1
             cl = 0
@@ -252,21 +272,19 @@ def parse_head(d, p: int, end: int, request: bool, h) -> int:
                     return -1
                 cl = cl * 10 + d[j] - 48
             h[H_CLV] = cl
-        elif _name_is(d, a, nl, _NAME_BYTES, _NAME_LEN, H_TE):
+        elif k == H_TE:
             return -1
-        elif _name_is(d, a, nl, _NAME_BYTES, _NAME_LEN, H_HOST):
+        elif k == H_HOST:
             hosts += 1
             h[H_HOST_A], h[H_HOST_L] = va, vb - va
             if vb - va > HOST_MAX:
                 h[H_PY] = 1
-        elif _name_is(d, a, nl, _NAME_BYTES, _NAME_LEN, H_UA):
+        elif k == H_UA:
             if h[H_UA_A] >= 0 or vb - va > UA_MAX:
                 h[H_PY] = 1
             h[H_UA_A], h[H_UA_L] = va, vb - va
         else:
-            for k in range(H_UA + 1, len(_NAME_LEN)):
-                if _name_is(d, a, nl, _NAME_BYTES, _NAME_LEN, k):
-                    h[H_PY] = 1
+            h[H_PY] = 1
 
 
 @njit(cache=True)
