@@ -54,7 +54,9 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
     bits_u, bits_inv = np.unique(rows["bits"], return_inverse=True)
     flags = np.where(proto == 6, rows["flags"], 256).astype(np.int32)
 
-    l7 = {k: np.full(n, None, object) for k in ("l7_proto", "http_method", "http_path", "l7_id")}
+    names = ("l7_proto", "http_method", "http_path", "l7_id")  # Marker attributes, named as the columns
+    at: list[int] = []  # rows the Python engine marked, and their markers
+    found = []
     if markers:
         marked_slots = np.fromiter({k[0] for k in markers}, np.int64)
         payload = np.flatnonzero((rows["payload_len"] > 0) & np.isin(slot, marked_slots))
@@ -62,13 +64,17 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
                                    rows["seq"][payload].tolist()):  # fmt: skip
             m = markers.pop((s, side, seq), None)
             if m is not None:
-                l7["l7_proto"][i], l7["http_method"][i] = m.l7_proto, m.http_method
-                l7["http_path"][i], l7["l7_id"][i] = m.http_path, m.l7_id
-    l7_cols = {k: pa.array(v, pa.string()) for k, v in l7.items()}
+                at.append(i)
+                found.append(m)
+    # n rows, null except where marked: the few markers' values, taken
+    where = np.full(n, -1, np.int32)
+    where[at] = np.arange(len(at), dtype=np.int32)
+    take = pa.array(where, mask=where < 0)
+    l7_cols = {name: pa.array([getattr(m, name) for m in found], pa.string()).take(take) for name in names}
     if fast_marks is not None:
         fast = fast_marks["l7_id"].is_valid()
         l7_cols["l7_proto"] = pc.if_else(fast, pa.scalar("http"), l7_cols["l7_proto"])
-        for k in ("http_method", "http_path", "l7_id"):
+        for k in names[1:]:
             l7_cols[k] = pc.if_else(fast, fast_marks[k], l7_cols[k])
 
     return pa.table({

@@ -169,6 +169,32 @@ def detect_tcp(data: bytes, side: int) -> "DnsParser | None":
     return DnsParser(tcp=True) if ok else None
 
 
+_FIELDS: dict[tuple, dict[str, object]] = {}  # (qname, qtype, response items) -> the fields, shared
+
+
+def _fields(qname: str | None, qtype: int, response: dict[str, object] | None) -> dict[str, object]:
+    """A message's fields: the question's (qname None: there was none), then `response`'s.
+
+    One dict per distinct answer, shared by every message that gives it (Message.fields are
+    read-only): a resolver asks the same few names again and again, and the pipeline converts
+    each distinct dict to columns once.
+    """
+    key = (qname, qtype, tuple(response.items()) if response else None)
+    fields = _FIELDS.get(key)
+    if fields is None:
+        fields = {}
+        if qname is not None:
+            qtext = dns.rdatatype.to_text(qtype)
+            fields.update(dns_query=qname, dns_qtype=qtext, request_type=qtext, request_resource=qname,
+                          request_domain=qname)  # fmt: skip
+        if response is not None:
+            fields.update(response)
+        if len(_FIELDS) >= PARSED_CACHE:
+            _FIELDS.clear()
+        _FIELDS[key] = fields
+    return fields
+
+
 class DnsParser:
     """Both directions of one DNS flow; the side that sends queries is the client."""
 
@@ -279,15 +305,7 @@ class DnsParser:
         """The message with its fields: the question's (`name` None: there was none), then `response`'s."""
         if self.client_side < 0:
             self.client_side = side if is_request else 1 - side
-        fields: dict[str, object] = {}
-        qname = ""
-        if name is not None:
-            qname = safe_text(name.encode(), 512)
-            qtext = dns.rdatatype.to_text(qtype)
-            fields.update(
-                dns_query=qname, dns_qtype=qtext, request_type=qtext, request_resource=qname, request_domain=qname
-            )
-        if response is not None:
-            fields.update(response)
+        qname = safe_text(name.encode(), 512) if name is not None else ""
+        fields = _fields(qname if name is not None else None, qtype, response)
         traceid = None if self._tcp else f"dns_{qid}_{qname}"
         return Message(is_request, side, seq, ts0, ts1, length, fields, (qid, qname.lower()), True, traceid)

@@ -181,13 +181,17 @@ class FastHttp:
         return out
 
     def _l7_ids(self, slots: np.ndarray, ns: np.ndarray) -> pa.Array:
-        ids = pa.array(self.conn_ids[slots], pa.string())
+        """`<conn_id>-<n>`; each slot's conn_id converted once (slots are few, messages many)."""
+        uslots, which = np.unique(slots, return_inverse=True)
+        ids = pa.array(self.conn_ids[uslots], pa.string()).take(pa.array(which.astype(np.int32)))
         return pc.binary_join_element_wise(ids, pc.cast(pa.array(ns), pa.string()), "-")
 
-    def _strings(self, rows: np.ndarray, a_col: int, len_col: int) -> pa.Array:
+    def _strings(self, rows: np.ndarray, a_col: int, len_col: int, valid: np.ndarray | None = None) -> pa.Array:
+        """The arena spans of message rows as strings; null where not `valid` (no such message)."""
         a, ln = self.ms[rows, a_col], self.ms[rows, len_col]
         offsets, data = k.gather(self.arena, a, ln)
-        return pa.StringArray.from_buffers(len(rows), pa.py_buffer(offsets), pa.py_buffer(data))
+        nulls = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        return pa.StringArray.from_buffers(len(rows), pa.py_buffer(offsets), pa.py_buffer(data), nulls)
 
     def _patch_python(self, cols: dict, rows: np.ndarray, valid: np.ndarray, names) -> None:
         """Rows whose head the kernel left to Python (M_PY): the fields its dict has, from http1._parse_head."""
@@ -212,33 +216,32 @@ class FastHttp:
         has_req, has_resp = req >= 0, resp >= 0
         qr, pr = np.where(has_req, req, 0), np.where(has_resp, resp, 0)
 
-        def only(where: np.ndarray, values) -> pa.Array:
+        def only(where: np.ndarray, values: np.ndarray) -> pa.Array:
             """values where `where` holds, null elsewhere (a field of a missing message)."""
-            arr = values if isinstance(values, pa.Array) else pa.array(values)
-            return pc.if_else(pa.array(where), arr, pa.nulls(n, arr.type))
+            return pa.array(values, mask=~where)
 
-        def req_col(values) -> pa.Array:
+        def req_col(values: np.ndarray) -> pa.Array:
             return only(has_req, values)
 
-        def resp_col(values) -> pa.Array:
+        def resp_col(values: np.ndarray) -> pa.Array:
             return only(has_resp, values)
 
-        text = self._strings
+        def req_text(a_col: int, len_col: int) -> pa.Array:
+            return self._strings(qr, a_col, len_col, has_req)
 
         cols: dict[str, object] = {"slot": r[:, k.R_SLOT], "time": pa.array(r[:, k.R_TIME])}
         cols["l7_id"] = self._l7_ids(r[:, k.R_SLOT], r[:, k.R_N])
-        method = req_col(_METHODS.take(pa.array(ms[qr, k.M_CODE])))
-        cols["http_method"] = cols["request_type"] = method
-        cols["http_path"] = req_col(text(qr, k.M_TGT_A, k.M_PATH_L))
-        cols["request_resource"] = req_col(text(qr, k.M_TGT_A, k.M_TGT_L))
-        cols["http_host"] = cols["request_domain"] = req_col(text(qr, k.M_HOST_A, k.M_HOST_L))
-        cols["http_user_agent"] = req_col(text(qr, k.M_UA_A, k.M_UA_L))
-        cols["req_headers"] = req_col(text(qr, k.M_HDR_A, k.M_HDR_L))
-        cols["resp_headers"] = resp_col(text(pr, k.M_HDR_A, k.M_HDR_L))
+        cols["http_method"] = cols["request_type"] = _METHODS.take(pa.array(ms[qr, k.M_CODE], mask=~has_req))
+        cols["http_path"] = req_text(k.M_TGT_A, k.M_PATH_L)
+        cols["request_resource"] = req_text(k.M_TGT_A, k.M_TGT_L)
+        cols["http_host"] = cols["request_domain"] = req_text(k.M_HOST_A, k.M_HOST_L)
+        cols["http_user_agent"] = req_text(k.M_UA_A, k.M_UA_L)
+        cols["req_headers"] = req_text(k.M_HDR_A, k.M_HDR_L)
+        cols["resp_headers"] = self._strings(pr, k.M_HDR_A, k.M_HDR_L, has_resp)
         ver = np.where(has_req, ms[qr, k.M_VER], ms[pr, k.M_VER])
         cols["http_version"] = _VERSIONS.take(pa.array(ver))
         code = ms[pr, k.M_CODE]
-        cols["http_status_code"] = cols["response_code"] = resp_col(pa.array(code, pa.int32()))
+        cols["http_status_code"] = cols["response_code"] = resp_col(code.astype(np.int32))
         status = _RESPONSE_STATUS[code]  # a copy: the given statuses go on top
         given = r[:, k.R_STATUS]
         status[given == k.ST_TIMEOUT] = "timeout"
