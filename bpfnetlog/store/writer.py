@@ -61,11 +61,15 @@ def conform(table: str, batch: Batch) -> pa.Table:
     unknown = set(batch.column_names) - set(schema.names)
     if unknown:
         raise ValueError(f"fields not in {table}: {', '.join(sorted(unknown))}")
-    columns = [
-        batch.column(f.name).cast(f.type) if f.name in batch.column_names else pa.nulls(batch.num_rows, f.type)
-        for f in schema
-    ]
+    present = set(batch.column_names)
+    columns = [_as_type(batch.column(f.name), f.type) if f.name in present else pa.nulls(batch.num_rows, f.type)
+               for f in schema]  # fmt: skip
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _as_type(column: pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:
+    """The column in the schema's type; cast only when it differs (a cast to the same type still copies)."""
+    return column if column.type == type_ else column.cast(type_)
 
 
 def split_by_hour(table: pa.Table) -> list[tuple[str, pa.Table]]:
