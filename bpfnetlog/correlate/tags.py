@@ -57,10 +57,13 @@ class Conn:
         return client_by_ports(self.port[0], self.port[1])
 
     def tags(self, host: str, local: LocalNets, nic_traceid: str) -> dict:
-        """The COMMON_FIELDS of records.py for this connection (minus time/status/l7_proto), a fresh dict."""
+        """The COMMON_FIELDS of records.py for this connection (minus time/status/l7_proto).
+
+        Read-only: the dict is kept and returned again until the client side or nic_traceid changes.
+        """
         client = self.client_side
         if self._cached and self._cached[0] == client and self._cached[1] == nic_traceid:
-            return dict(self._cached[2])
+            return self._cached[2]
         if self.wire_local >= 0:
             src, known = self.wire_local, True
         elif self.nic.name == "lo":  # both ends are this host: the client's view
@@ -99,7 +102,7 @@ class Conn:
             "nic_traceid": nic_traceid,
         }
         self._cached = (client, nic_traceid, tags)
-        return dict(tags)
+        return tags
 
 
 def new_conn(host: str, nics: list[Nic], words: np.ndarray, first_ts: int) -> Conn:
