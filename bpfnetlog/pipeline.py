@@ -32,6 +32,7 @@ from bpfnetlog.l7.fastpath import FastHttp, MarkerTable
 from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, FlowRef, Nic, PacketBatch, SourceStats
 from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, SCHEMAS, STATS_TABLE
 from bpfnetlog.store.base import StoreWriter
+from bpfnetlog.store.columns import dictionary
 
 if TYPE_CHECKING:
     from bpfnetlog.capture.ebpf.source import FlowCounters
@@ -437,9 +438,14 @@ class Pipeline:
 
     @staticmethod
     def _take_columns(rows: list[dict], which: list[int], schema: pa.Schema) -> dict[str, pa.Array]:
-        """Columns of rows[which[0]], rows[which[1]], ...: each distinct row converted once, then taken."""
-        idx = pa.array(which, pa.int32())
-        return {name: pa.array([row[name] for row in rows], schema.field(name).type).take(idx) for name in rows[0]}
+        """Columns of rows[which[0]], rows[which[1]], ...: each distinct row converted once, then
+        taken (text as a dictionary over the distinct rows: the store writes it so)."""
+        idx = np.asarray(which, np.int32)
+        out = {}
+        for name in rows[0]:
+            values = pa.array([row[name] for row in rows], schema.field(name).type)
+            out[name] = dictionary(idx, values) if pa.types.is_string(values.type) else values.take(pa.array(idx))
+        return out
 
     def _write_l4(self, rows: dict[str, np.ndarray], finished: set[int], flush_all: bool) -> None:
         """One L4 record per chunk of `rows`, built column by column: the connection's tags and
@@ -476,10 +482,10 @@ class Pipeline:
         cols["packets"] = pa.array(sums["count"])
         cols["chunk_syn"] = pa.array(sums["syn_in_chunk"])
         cols["chunk_fin"] = pa.array(final)
-        cols["l7_proto"] = pa.array(l7_proto, pa.string()).take(which)
+        cols["l7_proto"] = dictionary(which, pa.array(l7_proto, pa.string()))
         cols["tcp_3whs_cost"] = pa.array(_span_us(f[:, ta.F_SYN_TS], f[:, ta.F_HS_DONE_TS]))
         cols["tcp_4whs_cost"] = pa.array(_span_us(f[:, ta.F_FIN1_TS], f[:, ta.F_FIN_DONE_TS]))
-        cols["history"] = pa.array(history, pa.string()).take(which)
+        cols["history"] = dictionary(which, pa.array(history, pa.string()))
         cols["conn_state"] = states = pa.array(conn_state, pa.string()).take(which)
         cols["close_type"] = _close_types(f[:, ta.F_CLOSED], final, flush_all)
         capture_drops = np.where(last, drops[which], 0)  # told once, on the connection's last chunk

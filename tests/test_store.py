@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from bpfnetlog.records import L4_SOURCE, L7_SOURCE, SCHEMAS, STATS_TABLE
@@ -218,3 +219,24 @@ def test_kill_9_of_the_writer_leaves_readable_data(tmp_path: Path) -> None:
         assert not list(tmp_path.glob("*/*/*.tmp"))
         w.write(L7_SOURCE, [{"time": T0, "conn_id": "after"}])
     assert count(tmp_path) == (rows + 1, distinct + 1)
+
+
+def test_dictionary_text_reads_back_as_plain_strings(tmp_path: Path) -> None:
+    """Text built as dictionaries (store.columns) is stored so: nulls among the distinct values
+    become null rows, a flush mixing dictionary and plain batches keeps every value, readers and
+    compaction see the plain strings of records.py."""
+    from bpfnetlog.store.columns import dictionary
+
+    tags = pa.array(["eth0", None, "veth1"])
+    with open_writer(tmp_path / "s") as w:
+        w.write(L7_SOURCE, pa.table({"time": pa.array([T0, T0 + 1, T0 + 2, T0 + 3]),
+                                     "nic_name": dictionary([0, 1, 2, 0], tags),
+                                     "conn_id": dictionary([0, 0, 1, 1], pa.array(["c1", "c2"]))}))  # fmt: skip
+        w.write(L7_SOURCE, pa.table({"time": pa.array([T0 + 4]), "nic_name": ["lo"], "conn_id": ["c3"]}))
+    with open_reader(tmp_path / "s") as r:
+        rows = r.sql(f'SELECT nic_name, conn_id FROM "{L7_SOURCE}" ORDER BY time').to_pylist()
+    assert rows == [{"nic_name": "eth0", "conn_id": "c1"}, {"nic_name": None, "conn_id": "c1"},
+                    {"nic_name": "veth1", "conn_id": "c2"}, {"nic_name": "eth0", "conn_id": "c2"},
+                    {"nic_name": "lo", "conn_id": "c3"}]  # fmt: skip
+    segment = next((tmp_path / "s" / L7_SOURCE).glob("*/*.parquet"))
+    assert pq.read_schema(segment).field("nic_name").type == pa.string()

@@ -1,8 +1,8 @@
 """The packet series of written chunks as an Arrow table (records.PACKET_FIELDS).
 
-Built column by column with dictionary encodings (flag strings, analysis
-names, conn_ids), so a million packets cost a few numpy operations, not a
-million Python dicts. Only the few packets that start an L7 message take a
+Built column by column, text as dictionaries (flag strings, analysis names,
+conn_ids: store.columns), so a million packets cost a few numpy operations,
+not a million Python dicts. Only the few packets that start an L7 message take a
 Python step, to carry that message's id, method and path.
 """
 
@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from bpfnetlog.l4.tcp_analysis import ANALYSIS_NAMES
 from bpfnetlog.packets import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
+from bpfnetlog.store.columns import dictionary
 
 
 def _flag_text(flags: int) -> str:
@@ -30,10 +31,6 @@ _ANALYSIS_BITS = sorted(ANALYSIS_NAMES)
 
 def _analysis_text(bits: int) -> str:
     return ",".join(ANALYSIS_NAMES[b] for b in _ANALYSIS_BITS if bits & b)
-
-
-def _dict_column(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), dictionary).cast(pa.string())
 
 
 def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: str,
@@ -79,20 +76,20 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
 
     return pa.table({
         "time": rows["ts"],
-        "host": _dict_column(np.zeros(n, np.int32), pa.array([host])),
-        "nic_name": _dict_column(inv, nic_names),
-        "conn_id": _dict_column(inv, conn_ids),
+        "host": dictionary(np.zeros(n, np.int32), pa.array([host])),
+        "nic_name": dictionary(inv, nic_names),
+        "conn_id": dictionary(inv, conn_ids),
         "chunk_id": rows["chunk"].astype(np.int32),
         "idx": rows["idx"].astype(np.int32),
         "frame": rows["frame"],
-        "txrx": _dict_column((rows["side"] != src_side).astype(np.int32), pa.array(["tx", "rx"])),
-        "flags": _dict_column(flags, FLAG_TEXT),
+        "txrx": dictionary((rows["side"] != src_side).astype(np.int32), pa.array(["tx", "rx"])),
+        "flags": dictionary(flags, FLAG_TEXT),
         "seq": rows["seq"].astype(np.int64),
         "ack_seq": rows["ack"].astype(np.int64),
         "payload_size": rows["payload_len"].astype(np.int32),
         "win": rows["win"].astype(np.int32),
         "gso_segs": rows["gso_segs"].astype(np.int32),
-        "analysis": _dict_column(bits_inv.astype(np.int32), pa.array([_analysis_text(b) for b in bits_u.tolist()])),
+        "analysis": dictionary(bits_inv.astype(np.int32), pa.array([_analysis_text(b) for b in bits_u.tolist()])),
         "rtt": rows["rtt"] // 1000,
         **l7_cols,
     })

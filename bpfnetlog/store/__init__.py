@@ -7,11 +7,14 @@ ClickHouse backend can be chosen here later without touching the callers.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bpfnetlog.store.base import Batch, StoreError, StoreReader, StoreWriter
 from bpfnetlog.store.maintain import MaintenancePolicy
-from bpfnetlog.store.reader import DuckDBStoreReader
 from bpfnetlog.store.writer import ParquetStoreWriter
+
+if TYPE_CHECKING:
+    from bpfnetlog.store.reader import DuckDBStoreReader
 
 __all__ = [
     "Batch",
@@ -40,4 +43,15 @@ def open_writer(
 
 def open_reader(path: Path | str, t_from: int | None = None, t_to: int | None = None) -> StoreReader:
     """A reader of an existing store; StoreError if there is none at `path`."""
+    from bpfnetlog.store.reader import DuckDBStoreReader
+
     return DuckDBStoreReader(path, t_from, t_to)
+
+
+def __getattr__(name: str):
+    """DuckDB is imported on first use of the reader: writers (`read`, `capture`) never need it."""
+    if name == "DuckDBStoreReader":
+        from bpfnetlog.store.reader import DuckDBStoreReader
+
+        return DuckDBStoreReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -64,12 +64,32 @@ def conform(table: str, batch: Batch) -> pa.Table:
     present = set(batch.column_names)
     columns = [_as_type(batch.column(f.name), f.type) if f.name in present else pa.nulls(batch.num_rows, f.type)
                for f in schema]  # fmt: skip
-    return pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns, names=schema.names)
 
 
 def _as_type(column: pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:
-    """The column in the schema's type; cast only when it differs (a cast to the same type still copies)."""
-    return column if column.type == type_ else column.cast(type_)
+    """The column in the schema's type; cast only when it differs (a cast to the same type still copies).
+
+    Text may stay dictionary-encoded (connection tags, flag names: a few values repeated on
+    every row): Parquet stores such a column as it is, and readers get plain strings back.
+    """
+    if column.type == type_ or (pa.types.is_dictionary(column.type) and column.type.value_type == type_):
+        return column
+    return column.cast(type_)
+
+
+def plain(table: pa.Table) -> pa.Table:
+    """The table with its dictionary-encoded text decoded: the schema of records.py exactly."""
+    return table.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                                 for f in table.schema]))  # fmt: skip
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """Buffered batches as one table; decoded to plain text only when their encodings differ."""
+    first = tables[0].schema
+    if any(not t.schema.equals(first) for t in tables[1:]):
+        tables = [plain(t) for t in tables]
+    return pa.concat_tables(tables)
 
 
 def split_by_hour(table: pa.Table) -> list[tuple[str, pa.Table]]:
@@ -148,7 +168,7 @@ class ParquetStoreWriter:
     def flush(self) -> None:
         with self._listing_lock:
             for table in list(self._buffers):
-                slices = split_by_hour(pa.concat_tables(self._buffers[table]))
+                slices = split_by_hour(_concat(self._buffers[table]))
                 for i, (hour, rows) in enumerate(slices):
                     try:
                         self._write_segment(table, hour, rows)
