@@ -41,10 +41,12 @@ class PendingPackets:
         """Remove and return the rows where `mask` is true, sorted by (slot, chunk, idx)."""
         if not self.cols:
             return {}
-        out = {k: v[mask] for k, v in self.cols.items()}
-        self.cols = {k: v[~mask] for k, v in self.cols.items()}
-        order = np.lexsort((out["idx"], out["chunk"], out["slot"]))
-        return {k: v[order] for k, v in out.items()}
+        rows = np.flatnonzero(mask)
+        c = self.cols
+        order = rows[_order(c["slot"][rows], c["chunk"][rows], c["idx"][rows])]
+        out = {k: v[order] for k, v in c.items()}
+        self.cols = {k: v[~mask] for k, v in c.items()}
+        return out
 
     def ready(self, fl: np.ndarray, finished_slots: np.ndarray, flush_all: bool) -> np.ndarray:
         """Rows whose chunk is complete: a later chunk started, the connection finished, or a flush."""
@@ -54,6 +56,15 @@ class PendingPackets:
             return np.ones(len(self), bool)
         slot = self.cols["slot"]
         return (self.cols["chunk"] < fl[slot, ta.F_CHUNK]) | np.isin(slot, finished_slots)
+
+
+def _order(slot: np.ndarray, chunk: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The permutation sorting rows by (slot, chunk, idx): one sort of a packed key where the
+    three fit in 63 bits (2M slots, 4G chunks, 1,024 packets a chunk), else lexsort."""
+    if len(slot) and slot.max() < 1 << 21 and chunk.max() < 1 << 32 and idx.max() < 1 << 10:
+        key = (slot.astype(np.int64) << 42) | (chunk.astype(np.int64) << 10) | idx.astype(np.int64)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((idx, chunk, slot))
 
 
 def chunk_sums(rows: dict[str, np.ndarray], src_side: np.ndarray) -> dict[str, np.ndarray]:
