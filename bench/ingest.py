@@ -12,7 +12,9 @@ lift that), timed with wall clock and CPU time (user + sys of the process and it
 - nfstream: flows of the same file, `NFStreamer(n_dissections=0)` (flows only) and with its
   default nDPI dissection.
 
-Prints a table (rich) of figures and of how much faster bpfnetlog is. Usage:
+Tools take turns (a round runs each once) and speed-ups are medians of the same round's ratios,
+since this VM's speed drifts by 20% over minutes. Prints a table (rich) of figures and of how
+much faster bpfnetlog is. Usage:
 `.venv/bin/python bench/ingest.py [--pcap F] [--all-cores] [--skip-nfstream] [--repeat N]`.
 """
 
@@ -138,7 +140,8 @@ def main() -> None:
     ap.add_argument("--pcap", type=Path, default=DEFAULT_OUT, help="built by make_pcap.py if missing")
     ap.add_argument("--all-cores", action="store_true", help="do not pin the tools to one CPU")
     ap.add_argument("--skip-nfstream", action="store_true")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the table shows medians (this VM is noisy)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds (each runs every tool once); the table shows medians (this VM is noisy)")  # fmt: skip
     args = ap.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 110)
     if not args.pcap.exists():
@@ -154,20 +157,26 @@ def main() -> None:
         steps = [lambda: bench_bpfnetlog(args.pcap, pin, work), lambda: bench_tshark(args.pcap, pin, work)]
         if not args.skip_nfstream:
             steps += [lambda: bench_nfstream(args.pcap, pin, work, False), lambda: bench_nfstream(args.pcap, pin, work, True)]
-        for step in steps:
-            tries = [step() for _ in range(max(args.repeat, 1))]
-            walls = ", ".join(f"{t.wall:.2f}" for t in tries)
-            runs.append(Run(tries[0].tool, statistics.median(t.wall for t in tries),
-                            statistics.median(t.cpu for t in tries), tries[-1].output))  # fmt: skip
-            console.print(f"  {runs[-1].tool}: {runs[-1].wall:.2f}s wall (median of {walls}), "
-                          f"{runs[-1].cpu:.2f}s CPU — {runs[-1].output}")  # fmt: skip
-    bnl = runs[0]
+        rounds = [[step() for step in steps] for _ in range(max(args.repeat, 1))]  # tools take turns
+    for i in range(len(steps)):
+        tries = [r[i] for r in rounds]
+        walls = ", ".join(f"{t.wall:.2f}" for t in tries)
+        runs.append(Run(tries[0].tool, statistics.median(t.wall for t in tries),
+                        statistics.median(t.cpu for t in tries), tries[-1].output))  # fmt: skip
+        console.print(f"  {runs[-1].tool}: {runs[-1].wall:.2f}s wall (median of {walls}), "
+                      f"{runs[-1].cpu:.2f}s CPU — {runs[-1].output}")  # fmt: skip
+
+    def speed_up(i: int, what: str) -> float:
+        """Median over rounds of tool i's time / bpfnetlog's in the same round: the VM's speed
+        drifts by 20% over minutes, a round's tools run within one minute."""
+        return statistics.median(getattr(r[i], what) / getattr(r[0], what) for r in rounds)
+
     table = Table(title=f"Ingest of {packets:,} packets ({size / 1e6:,.0f} MB)")
     for col in ("tool", "wall s", "CPU s", "pkt/s", "pkt/CPU-s", "bnl speed-up", "bnl speed-up CPU"):
         table.add_column(col, justify="left" if col == "tool" else "right")
-    for r in runs:
+    for i, r in enumerate(runs):
         table.add_row(r.tool, f"{r.wall:.2f}", f"{r.cpu:.2f}", f"{packets / r.wall:,.0f}", f"{packets / r.cpu:,.0f}",
-                      f"{r.wall / bnl.wall:.2f}x", f"{r.cpu / bnl.cpu:.2f}x")  # fmt: skip
+                      f"{speed_up(i, 'wall'):.2f}x", f"{speed_up(i, 'cpu'):.2f}x")  # fmt: skip
     console.print(table)
 
 
