@@ -151,6 +151,9 @@ def scenarios() -> list:
     packets += conversation(41009, 5.5, [(0, req("/0")), (1, resp(b"0")),
                                          (0, req("/e", "Expect: 100-continue\r\nContent-Length: 2\r\n", "PUT")),
                                          (1, b"HTTP/1.1 100 Continue\r\n\r\n"), (0, b"zz"), (1, resp(b""))])  # fmt: skip
+    # header text over MAX_HEADERS_TEXT in one segment: cut, and the secret in it still redacted
+    packets += conversation(41010, 5.8, [(0, req("/big", "X-Long: " + "v" * 3000 + "\r\nX-Auth-Token: s3cret\r\n"
+                                                            "X-More: " + "w" * 2000 + "\r\n")), (1, resp(b"b"))])  # fmt: skip
     # a request left without response on an open connection, another answered after 40 s (timeout)
     packets += conversation(41006, 6.0, [(0, req("/never"))], fin=False)
     late = conversation(41007, 7.0, [(0, req("/slow")), (1, resp(b"late"))], fin=True)
@@ -170,7 +173,8 @@ def test_hand_built_exits_same_records(tmp_path: Path) -> None:
     runs = {batch: assert_same(pcap, tmp_path / f"b{batch}", batch) for batch in (1000, 7, 1)}
     out = runs[1]  # one packet per batch: every tick happens, state crosses batches at every packet
     recs = {r["request_resource"]: r for r in out[L7_SOURCE] if r["request_resource"]}
-    assert {"/1", "/2", "/3?x=1", "/4", "/s", "/h", "/after", "/d", "/c", "/split", "/e", "/never", "/slow"} <= set(recs)
+    assert {"/1", "/2", "/3?x=1", "/4", "/s", "/h", "/after", "/d", "/c", "/split", "/e", "/big", "/never",
+            "/slow"} <= set(recs)  # fmt: skip
     assert recs["/2"]["http_method"] == "HEAD" and recs["/2"]["response_length"] == len(resp(code=200, extra="Content-Length: 99\r\n", length=False))
     assert recs["/s"]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert "Authorization: [REDACTED]" in recs["/s"]["req_headers"] and "abc" not in recs["/s"]["req_headers"]
@@ -178,6 +182,9 @@ def test_hand_built_exits_same_records(tmp_path: Path) -> None:
     assert recs["http://h.test/abs?q"]["http_path"] == "/abs"
     assert recs["/h"]["response_length"] == len(resp(bytes(range(256)) * 8)) and recs["/h"]["rx_packets"] == 3
     assert recs["/d"]["tx_packets"] == 2 and recs["/d"]["tx_retrans"] == 1  # the copy counts, as in the engine
+    big = recs["/big"]["req_headers"]
+    assert big.endswith("...[TRUNCATED]") and len(big) == 4096 + len("\n...[TRUNCATED]"), big[-40:]
+    assert "X-Auth-Token: [REDACTED]" in big and "s3cret" not in big
     assert recs["/never"]["pairing"] == "no_response"
     assert recs["/slow"]["response_status"] == "timeout"
     late = [r for r in out[L7_SOURCE] if r["pairing"] == "no_request"]
