@@ -430,7 +430,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each load (<= 10)")
     ap.add_argument("--runs", type=int, default=3, help="iperf3 / wrk runs per setting (medians)")
     ap.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)), help="UDP packets/s to try, ascending")
+    ap.add_argument("--loads", default="throughput,rate,http", help="which loads to run (comma separated)")
     args = ap.parse_args()
+    loads = set(args.loads.split(","))
+    if not loads or loads - {"throughput", "rate", "http"}:
+        ap.error("--loads: a comma separated subset of throughput,rate,http")
     if not 0 < args.seconds <= 10:
         ap.error("--seconds must be in (0, 10]")
     if os.geteuid() != 0:
@@ -443,13 +447,17 @@ def main() -> None:
         lab2 = build_lab(lab)
         console.print(f"lab {lab.prefix}: a {lab2.link.a_ip} -> b {lab2.link.b_ip}; {os.cpu_count()} CPUs; "
                       f"loads of {args.seconds:g} s; capture on b (lo + veth0)")  # fmt: skip
-        tput = bench_throughput(lab2, lab.tmp, args.seconds, args.runs)
-        console.print(table("Throughput", tput))
-        fl = bench_flood(lab2, lab.tmp, args.seconds, rates)
-        console.print(table("Packet rate", fl))
-        web = bench_wrk(lab2, lab.tmp, args.seconds, args.runs)
-        console.print(table("HTTP", web))
-    console.print(summary(tput, fl), soft_wrap=True)
+        tput = fl = None
+        if "throughput" in loads:
+            tput = bench_throughput(lab2, lab.tmp, args.seconds, args.runs)
+            console.print(table("Throughput", tput))
+        if "rate" in loads:
+            fl = bench_flood(lab2, lab.tmp, args.seconds, rates)
+            console.print(table("Packet rate", fl))
+        if "http" in loads:
+            console.print(table("HTTP", bench_wrk(lab2, lab.tmp, args.seconds, args.runs)))
+    if tput is not None and fl is not None:
+        console.print(summary(tput, fl), soft_wrap=True)
 
 
 if __name__ == "__main__":
