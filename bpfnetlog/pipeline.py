@@ -441,10 +441,11 @@ class Pipeline:
         """Columns of rows[which[0]], rows[which[1]], ...: each distinct row converted once, then
         taken (text as a dictionary over the distinct rows: the store writes it so)."""
         idx = np.asarray(which, np.int32)
+        take = pa.array(idx)
         out = {}
         for name in rows[0]:
             values = pa.array([row[name] for row in rows], schema.field(name).type)
-            out[name] = dictionary(idx, values) if pa.types.is_string(values.type) else values.take(pa.array(idx))
+            out[name] = dictionary(idx, values) if pa.types.is_string(values.type) else values.take(take)
         return out
 
     def _write_l4(self, rows: dict[str, np.ndarray], finished: set[int], flush_all: bool) -> None:

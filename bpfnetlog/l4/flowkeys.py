@@ -2,10 +2,11 @@
 
 A connection on a NIC is (nic, proto, endpoint A, endpoint B) with A the
 smaller endpoint, so both directions map to one key and `side` says which
-endpoint sent the packet (0: A, 1: B). Keys are hashed to 64 bits with numpy
-so that grouping a batch is one `np.unique` over integers; the full key is
-kept per flow and compared afterwards, so a hash collision is detected and
-counted, never silently merged. Compiled with numba: one pass per batch.
+endpoint sent the packet (0: A, 1: B). Keys are hashed to 64 bits so that
+grouping a batch is one hash-table pass over integers (`group`); the full key
+is kept per flow and compared afterwards (`differs`), so a hash collision is
+detected and counted, never silently merged. Compiled with numba: one pass
+per batch for each step.
 """
 
 from __future__ import annotations

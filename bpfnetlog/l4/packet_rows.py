@@ -71,7 +71,7 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
     if fast_marks is not None:
         fast = fast_marks["l7_id"].is_valid()
         l7_cols["l7_proto"] = pc.if_else(fast, pa.scalar("http"), l7_cols["l7_proto"])
-        for k in names[1:]:
+        for k in ("http_method", "http_path", "l7_id"):
             l7_cols[k] = pc.if_else(fast, fast_marks[k], l7_cols[k])
 
     return pa.table({

@@ -305,7 +305,8 @@ class DnsParser:
         """The message with its fields: the question's (`name` None: there was none), then `response`'s."""
         if self.client_side < 0:
             self.client_side = side if is_request else 1 - side
-        qname = safe_text(name.encode(), 512) if name is not None else ""
-        fields = _fields(qname if name is not None else None, qtype, response)
+        shown = safe_text(name.encode(), 512) if name is not None else None
+        fields = _fields(shown, qtype, response)
+        qname = shown or ""
         traceid = None if self._tcp else f"dns_{qid}_{qname}"
         return Message(is_request, side, seq, ts0, ts1, length, fields, (qid, qname.lower()), True, traceid)
