@@ -240,3 +240,25 @@ def test_dictionary_text_reads_back_as_plain_strings(tmp_path: Path) -> None:
                     {"nic_name": "lo", "conn_id": "c3"}]  # fmt: skip
     segment = next((tmp_path / "s" / L7_SOURCE).glob("*/*.parquet"))
     assert pq.read_schema(segment).field("nic_name").type == pa.string()
+
+
+def test_segments_keep_dictionary_and_split_integer_encodings(tmp_path: Path) -> None:
+    """Connection tags repeat across connections (many on one NIC), and each flush joins batches
+    with their own dictionaries: the segment still stores text as one dictionary (not plain text)
+    and integers byte-stream-split, and every value reads back unchanged."""
+    from bpfnetlog.store.columns import dictionary
+
+    with open_writer(tmp_path / "s") as w:
+        for b in range(2):  # per-connection values, several connections on the same NIC
+            w.write(L7_SOURCE, pa.table({"time": pa.array([T0 + 3 * b + i for i in range(3)]),
+                                         "nic_name": dictionary([0, 1, 2], pa.array(["eth0", f"veth{b}", "eth0"])),
+                                         "src_port": pa.array([80, 8080 + b, 443], pa.int32())}))  # fmt: skip
+    segment = next((tmp_path / "s" / L7_SOURCE).glob("*/*.parquet"))
+    columns = pq.ParquetFile(segment).metadata.row_group(0)
+    encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(columns.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["nic_name"] and "PLAIN" not in encodings["nic_name"][1:]
+    assert "BYTE_STREAM_SPLIT" in encodings["src_port"] and "BYTE_STREAM_SPLIT" in encodings["time"]
+    with open_reader(tmp_path / "s") as r:
+        rows = r.sql(f'SELECT nic_name, src_port FROM "{L7_SOURCE}" ORDER BY time').to_pylist()
+    assert [(x["nic_name"], x["src_port"]) for x in rows] == [
+        ("eth0", 80), ("veth0", 8080), ("eth0", 443), ("eth0", 80), ("veth1", 8081), ("eth0", 443)]

@@ -24,8 +24,8 @@ def _flag_text(flags: int) -> str:
     return out + ("." if flags & ACK else "")
 
 
-# index 256: not TCP
-FLAG_TEXT = pa.array([_flag_text(i) for i in range(256)] + [""], pa.string())
+# every value once (Parquet writes a dictionary with a repeated value as plain text); UDP: 0, ""
+FLAG_TEXT = pa.array([_flag_text(i) for i in range(256)], pa.string())
 _ANALYSIS_BITS = sorted(ANALYSIS_NAMES)
 
 
@@ -49,7 +49,7 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
     src_side = np.array([c.src_side for c in slot_conns], np.int64)[inv]
     proto = np.array([c.proto for c in slot_conns], np.int64)[inv]
     bits_u, bits_inv = np.unique(rows["bits"], return_inverse=True)
-    flags = np.where(proto == 6, rows["flags"], 256).astype(np.int32)
+    flags = np.where(proto == 6, rows["flags"], 0).astype(np.int32)
 
     names = ("l7_proto", "http_method", "http_path", "l7_id")  # Marker attributes, named as the columns
     at: list[int] = []  # rows the Python engine marked, and their markers

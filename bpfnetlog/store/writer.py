@@ -85,11 +85,14 @@ def plain(table: pa.Table) -> pa.Table:
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
-    """Buffered batches as one table; decoded to plain text only when their encodings differ."""
+    """Buffered batches as one table; decoded to plain text only when their encodings differ.
+
+    Batches of dictionary text get one dictionary per column: Parquet writes a column whose
+    dictionary changes from chunk to chunk by hashing every row's text again."""
     first = tables[0].schema
     if any(not t.schema.equals(first) for t in tables[1:]):
-        tables = [plain(t) for t in tables]
-    return pa.concat_tables(tables)
+        return pa.concat_tables([plain(t) for t in tables])
+    return pa.concat_tables(tables).unify_dictionaries() if len(tables) > 1 else tables[0]
 
 
 def split_by_hour(table: pa.Table) -> list[tuple[str, pa.Table]]:
