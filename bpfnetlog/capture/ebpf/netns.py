@@ -10,8 +10,11 @@ deleted namespace alive.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import glob
 import os
+import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from pyroute2 import IPRoute
 
 CLONE_NEWNET = 0x40000000
 IFF_UP = 0x1
+SIOCGIFFLAGS = 0x8913
 ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -76,10 +80,13 @@ def discover() -> dict[int, Netns]:
         except OSError:
             continue
         found.setdefault(ino, Netns(ino, path, os.path.basename(path), ino == host))
-    for path in glob.glob("/proc/[0-9]*/ns/net"):
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        path = f"/proc/{entry.name}/ns/net"
         try:
-            ino = os.stat(path).st_ino
-        except OSError:
+            ino = int(os.readlink(path)[5:-1])  # "net:[4026531840]": half the cost of a stat
+        except (OSError, ValueError):
             continue  # the process exited
         if ino not in found:
             found[ino] = Netns(ino, path, "", ino == host)
@@ -115,6 +122,20 @@ def entered(ns: Netns) -> Iterator[bool]:
             _setns(own)
     finally:
         os.close(own)
+
+
+def link_states() -> tuple[tuple[int, str, bool], ...]:
+    """(ifindex, name, up) of every link of the current thread's namespace, 100x cheaper than
+    links(): the follower lists links in full only when these changed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        states = []
+        for ifindex, name in socket.if_nameindex():
+            try:
+                req = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", name.encode(), 0))
+            except OSError:  # the link went away since the listing
+                continue
+            states.append((ifindex, name, bool(struct.unpack_from("H", req, 16)[0] & IFF_UP)))
+    return tuple(states)
 
 
 def links() -> list[Link]:
