@@ -262,3 +262,19 @@ def test_segments_keep_dictionary_and_split_integer_encodings(tmp_path: Path) ->
         rows = r.sql(f'SELECT nic_name, src_port FROM "{L7_SOURCE}" ORDER BY time').to_pylist()
     assert [(x["nic_name"], x["src_port"]) for x in rows] == [
         ("eth0", 80), ("veth0", 8080), ("eth0", 443), ("eth0", 80), ("veth1", 8081), ("eth0", 443)]
+
+
+def test_all_null_columns_are_not_written_and_read_back_as_typed_nulls(tmp_path: Path) -> None:
+    """A column null on every row of a flush is left out of its segment (no bytes, no write time);
+    readers still see it, typed as records.py says, null there and set where another segment has it."""
+    with open_writer(tmp_path / "s") as w:
+        w.write(L7_SOURCE, [{"time": T0, "conn_id": "a"}])  # no redis_command, no status code
+        w.flush()
+        w.write(L7_SOURCE, [{"time": T0 + 1, "conn_id": "b", "redis_command": "GET"}])
+    first = sorted((tmp_path / "s" / L7_SOURCE).glob("*/*.parquet"))[0]
+    assert "redis_command" not in pq.read_schema(first).names and "time" in pq.read_schema(first).names
+    with open_reader(tmp_path / "s") as r:
+        got = r.sql(f'SELECT conn_id, redis_command, http_status_code FROM "{L7_SOURCE}" ORDER BY time')
+    assert got.to_pylist() == [{"conn_id": "a", "redis_command": None, "http_status_code": None},
+                               {"conn_id": "b", "redis_command": "GET", "http_status_code": None}]  # fmt: skip
+    assert got.schema.field("http_status_code").type == SCHEMAS[L7_SOURCE].field("http_status_code").type

@@ -30,6 +30,11 @@ def ensure_dir(path: Path) -> None:
 def write_parquet_atomic(path: Path, table: pa.Table, mtime: float | None = None) -> None:
     """Write to `<name>.tmp` (never listed by readers), fsync, then rename into place."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
+    # a column null on every row (k8s tags off Kubernetes, protocol fields of other protocols)
+    # is left out: readers see it as null anyway (store.reader unions with the typed empty table)
+    empty = [c for c in table.column_names if c != "time" and table.column(c).null_count == table.num_rows]
+    if empty and table.num_rows:
+        table = table.drop_columns(empty)
     # dictionary pages only for text that repeats (not records.RARELY_REPEATED): numbers (seqs,
     # times) and ids rarely repeat; 30% faster, 15% smaller.
     # min/max statistics only for the others: they let queries skip files by time, port, status;
