@@ -454,7 +454,8 @@ class Pipeline:
         if not rows or not len(rows["slot"]):
             return
         fl = self.flows.fl
-        slots = np.unique(rows["slot"])
+        slot = rows["slot"]  # sorted: its distinct values are where it changes
+        slots = slot[np.r_[True, slot[1:] != slot[:-1]]]
         slot_list = slots.tolist()
         tags = [self._tags(slot) for slot in slot_list]  # fixes src_side before tx/rx are counted
         src_side = np.zeros(self.flows.capacity, np.int64)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfnetlog.l4.flowkeys import group
 from bpfnetlog.l4.tcp_analysis import ANALYSIS_NAMES
 from bpfnetlog.packets import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 from bpfnetlog.store.columns import dictionary
@@ -42,13 +43,13 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
     """
     slot = rows["slot"]
     n = len(slot)
-    uslots, inv = np.unique(slot, return_inverse=True)
+    uslots, _, inv = group(slot.astype(np.uint64))  # distinct values by a hash pass: no sort
     slot_conns = [conns[s] for s in uslots.tolist()]
     conn_ids = pa.array([c.conn_id for c in slot_conns], pa.string())
     nic_names = pa.array([c.nic.name for c in slot_conns], pa.string())
     src_side = np.array([c.src_side for c in slot_conns], np.int64)[inv]
     proto = np.array([c.proto for c in slot_conns], np.int64)[inv]
-    bits_u, bits_inv = np.unique(rows["bits"], return_inverse=True)
+    bits_u, _, bits_inv = group(rows["bits"].astype(np.uint64))
     flags = np.where(proto == 6, rows["flags"], 0).astype(np.int32)
 
     names = ("l7_proto", "http_method", "http_path", "l7_id")  # Marker attributes, named as the columns
