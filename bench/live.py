@@ -17,9 +17,10 @@ run `tcpdump -i veth0 -w /dev/null` in b on the same load, for comparison:
 - for every load: kernel drops (bpfnetlog: ring full, from the store's
   bpf_net_capture_stats; tcpdump: "dropped by kernel"), packets/s recorded, and the
   capturing process's CPU (utime + stime from /proc/PID/stat, load start -> drained)
-  per packet.
+  per packet, and for bpfnetlog the time its tc programs ran in the kernel (softirq time
+  that no process is charged for; kernel.bpf_stats_enabled during its runs).
 
-Every load lasts `--seconds` (<= 10). Needs root, iperf3, wrk, nginx, tcpdump, nftables.
+Every load lasts `--seconds` (<= 10). Needs root, iperf3, wrk, nginx, tcpdump, nftables, bpftool.
 Usage: `sudo .venv/bin/python bench/live.py [--seconds 5] [--runs 3] [--rates 100000,...]`.
 """
 
@@ -89,10 +90,15 @@ class Seen:
     dropped: int
     cpu_s: float  # CPU of the capturing process during the loads
     l7_records: int = -1  # HTTP/DNS records stored on b's veth0 (bpfnetlog only)
+    bpf_s: float = 0.0  # time in bpfnetlog's tc programs (kernel.bpf_stats_enabled), not in cpu_s
 
     @property
     def us_per_packet(self) -> float:
         return self.cpu_s / max(self.packets, 1) * 1e6
+
+    @property
+    def bpf_us_per_packet(self) -> float:
+        return self.bpf_s / max(self.packets, 1) * 1e6
 
 
 class Tool:
@@ -120,12 +126,34 @@ class Tool:
         raise NotImplementedError
 
 
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def bpf_run_seconds() -> float:
+    """Time spent so far in bpfnetlog's tc programs (run_time_ns of every netlog_* program)."""
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout)
+    return sum(p.get("run_time_ns", 0) for p in progs if p.get("name", "").startswith("netlog_")) / 1e9
+
+
 class Bpfnetlog(Tool):
-    """`bpfnetlog capture --netns <ns>` into a fresh store; counts from bpf_net_capture_stats."""
+    """`bpfnetlog capture --netns <ns>` into a fresh store; counts from bpf_net_capture_stats.
+
+    Its kernel side runs in softirq context, outside the process's CPU time: counted apart
+    with kernel.bpf_stats_enabled (which itself adds ~20 ns per program run)."""
 
     name = "bpfnetlog"
+    bpf_s = 0.0
+
+    @contextmanager
+    def load(self) -> Iterator[None]:
+        before = bpf_run_seconds()
+        with super().load():
+            yield
+        self.bpf_s += bpf_run_seconds() - before
 
     def start(self) -> None:
+        self.stats_were = BPF_STATS.read_text().strip()
+        BPF_STATS.write_text("1")
         self.store = self.work / f"store-{time.monotonic_ns()}"
         argv = [str(BNL), "capture", "--store", str(self.store), "--netns", self.ns.name, "--flush-interval", "1"]
         self.proc = self.lab.spawn(None, argv, log=f"{self.store.name}.log")
@@ -144,12 +172,13 @@ class Bpfnetlog(Tool):
             self.proc.send_signal(signal.SIGUSR1)  # its threads' stacks into the log, then SIGKILL
             time.sleep(1)
         code = self.lab.stop(self.proc, signal.SIGTERM, timeout=5)
+        BPF_STATS.write_text(self.stats_were)
         if code != 0:
             raise RuntimeError(f"bpfnetlog capture exited {code}: {(self.lab.tmp / f'{self.store.name}.log').read_text()}")
         with DuckDBStoreReader(self.store) as r:
             packets, dropped = r.sql("SELECT sum(packets), sum(dropped) FROM bpf_net_capture_stats").to_pylist()[0].values()
             l7 = r.sql("SELECT count(*) AS n FROM bpf_net_l7_log WHERE nic_name = 'veth0'").to_pylist()[0]["n"]
-        return Seen(self.name, int(packets or 0), int(dropped or 0), self.cpu, l7)
+        return Seen(self.name, int(packets or 0), int(dropped or 0), self.cpu, l7, self.bpf_s)
 
 
 class Tcpdump(Tool):
@@ -308,7 +337,8 @@ def _merged(seen: list[Seen]) -> Seen | None:
     if not seen:
         return None
     return Seen(seen[0].tool, sum(s.packets for s in seen), sum(s.dropped for s in seen),
-                sum(s.cpu_s for s in seen), sum(s.l7_records for s in seen) if seen[0].l7_records >= 0 else -1)  # fmt: skip
+                sum(s.cpu_s for s in seen), sum(s.l7_records for s in seen) if seen[0].l7_records >= 0 else -1,
+                sum(s.bpf_s for s in seen))  # fmt: skip
 
 
 def under(lab2: Lab2, tool: type[Tool] | None, work: Path,
@@ -386,7 +416,7 @@ def table(title: str, rows: list[Row]) -> Table:
     """Figures per load and tool, with the ratio to the same load without capture."""
     t = Table(title=title)
     for col in ("load", "capture", "median", "vs none", "runs", "captured pkt/s", "kernel drops", "CPU us/pkt",
-                "CPU s / load s", "L7 records"):  # fmt: skip
+                "CPU s / load s", "BPF us/pkt", "L7 records"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("load", "capture", "runs") else "right")
     base = {r.load: r.median for r in rows if r.tool == "none"}
     for r in rows:
@@ -396,6 +426,7 @@ def table(title: str, rows: list[Row]) -> Table:
                   " ".join(f"{v:,.2f}" if v < 1000 else f"{v:,.0f}" for v in r.values),
                   f"{s.packets / r.seconds:,.0f}" if s else "", f"{s.dropped:,}" if s else "",
                   f"{s.us_per_packet:.2f}" if s else "", f"{s.cpu_s / r.seconds:.2f}" if s else "",
+                  f"{s.bpf_us_per_packet:.2f}" if s and s.bpf_s else "",
                   f"{s.l7_records:,} / {r.requests:,} req" if s and s.l7_records >= 0 and r.requests else "")  # fmt: skip
     return t
 
@@ -439,7 +470,7 @@ def main() -> None:
         ap.error("--seconds must be in (0, 10]")
     if os.geteuid() != 0:
         sys.exit("bench/live.py needs root (network namespaces, eBPF): sudo .venv/bin/python bench/live.py")
-    missing = L.missing_tools(["ip", "ethtool", "nft", "tcpdump", "nginx", "iperf3", "wrk"])
+    missing = L.missing_tools(["ip", "ethtool", "nft", "tcpdump", "nginx", "iperf3", "wrk", "bpftool"])
     if missing:
         sys.exit(f"missing tools: {', '.join(missing)}")
     rates = [int(r) for r in args.rates.split(",")]
