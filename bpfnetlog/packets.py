@@ -45,6 +45,14 @@ COLUMNS: dict[str, np.dtype] = {
 }
 
 
+def read_only(data) -> np.ndarray:
+    """Bytes as a read-only uint8 array: one kernel signature for every source (a pcap's mmap is
+    read-only, live buffers are not), so the kernels compiled at install serve all."""
+    view = np.frombuffer(data, np.uint8)
+    view.flags.writeable = False
+    return view
+
+
 @dataclass(frozen=True)
 class Nic:
     """An interface packets were seen on; `name` is what records call nic_name."""

@@ -29,7 +29,7 @@ from bpfnetlog.l4.packet_rows import packet_table
 from bpfnetlog.l4.roles import LocalNets
 from bpfnetlog.l7.engine import L7Engine, L7Record, Marker
 from bpfnetlog.l7.fastpath import FastHttp, MarkerTable
-from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, FlowRef, Nic, PacketBatch, SourceStats
+from bpfnetlog.packets import DIR_EGRESS, FIN, RST, SYN, FlowRef, Nic, PacketBatch, SourceStats, read_only
 from bpfnetlog.records import L4_SOURCE, L7_SOURCE, PACKET_TABLE, SCHEMAS, STATS_TABLE
 from bpfnetlog.store.base import StoreWriter
 from bpfnetlog.store.columns import dictionary
@@ -181,7 +181,7 @@ class Pipeline:
                 an.slot.astype(np.int64), an.side.astype(np.int64), c["ts"], c["seq"].astype(np.int64), syn,
                 c["payload_off"].astype(np.int64), c["payload_cap"].astype(np.int64),
                 c["payload_len"].astype(np.int64), retrans_any.astype(np.int64), fast_want,
-                _read_only(batch.data),
+                read_only(batch.data),
             )  # fmt: skip
             want &= ~tcp | to_py
             self._fast_markers(an.slot, mark, batch.cols["l7_mark"])
@@ -503,14 +503,6 @@ class Pipeline:
             for slot in set(slot_list) - finished:
                 fl[slot, ta.F_CHUNK] += 1
                 fl[slot, ta.F_CHUNK_PKTS] = 0
-
-
-def _read_only(data) -> np.ndarray:
-    """The batch's bytes as a read-only uint8 array: one numba type for every source (a pcap's
-    mmap is read-only, live buffers are not), so the kernel compiled at install serves all."""
-    view = np.frombuffer(data, np.uint8)
-    view.flags.writeable = False
-    return view
 
 
 def _span_us(begin: np.ndarray, done: np.ndarray) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""Compile the numba kernels once (install step), and load them before capture starts.
+"""Run every kernel once: the install step's check of the build, and capture's start.
 
-numba caches compiled code next to the modules (`cache=True`); without the
-install step the first `bpfnetlog capture` spends seconds compiling while the
-ring fills. Loading the cached code still costs ~0.5 s of CPU per process, at
-each kernel's first call: `bpfnetlog capture` pays it before attaching (`load`),
-not when the first packets arrive. Usage: `python -m bpfnetlog.warmup [PCAP]`.
+With the ahead-of-time kernels (bpfnetlog.aot) this is a quick run of a sample pcap
+through decode, L4, L7, the store and the pcapng writer. Where numba compiles at run time
+instead (no build, a stale one, BPFNETLOG_JIT=1), it compiles or loads each kernel from
+numba's cache (`cache=True`, seconds the first time, ~0.5 s after): `bpfnetlog capture`
+pays that before attaching (`load`), not while the ring fills.
+Usage: `python -m bpfnetlog.warmup [PCAP]`.
 """
 
 from __future__ import annotations
@@ -60,4 +61,8 @@ def warm_live() -> None:
 
 if __name__ == "__main__":
     warm_live()
-    print(f"bpfnetlog: numba kernels compiled ({warm(Path(sys.argv[1]) if len(sys.argv) > 1 else SAMPLE)} sample packets)")
+    from bpfnetlog.compiled import AOT
+
+    n = warm(Path(sys.argv[1]) if len(sys.argv) > 1 else SAMPLE)
+    how = "compiled ahead of time" if AOT is not None else "compiled by numba (cached)"
+    print(f"bpfnetlog: kernels {how}, checked on {n} sample packets")

@@ -19,7 +19,6 @@ import struct
 import threading
 from collections.abc import Iterator
 
-import numba as nb
 import numpy as np
 
 from bpfnetlog.capture.ebpf.convert import NicTable
@@ -27,6 +26,7 @@ from bpfnetlog.capture.ebpf.follow import Follower
 from bpfnetlog.capture.ebpf.netns import Link
 from bpfnetlog.capture.ebpf.source import LiveStats
 from bpfnetlog.capture.errors import CAP_NET_ADMIN, CAP_SYS_ADMIN, CaptureError, require_caps
+from bpfnetlog.compiled import entry, kernel
 from bpfnetlog.decode.frames import LT_ETHERNET, LT_RAW, decode
 from bpfnetlog.packets import DIR_EGRESS, DIR_INGRESS, PacketBatch
 
@@ -126,12 +126,12 @@ class PacketRing:
                 self.sock.close()
 
 
-@nb.njit(cache=True, inline="always")
+@kernel(inline=True)
 def _u32(buf, p):
     return np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8) | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 3]) << 24)
 
 
-@nb.njit(cache=True)
+@entry
 def _walk(buf, starts, off, caplen, wire, ts, direction):
     """Per-packet offsets, lengths, times and directions of the blocks at `starts` in buf
     (tpacket_block_desc, then tpacket3_hdr + sockaddr_ll before each frame)."""

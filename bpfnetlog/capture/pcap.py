@@ -39,9 +39,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numba as nb
 import numpy as np
 
+from bpfnetlog.compiled import entry, kernel
 from bpfnetlog.decode.frames import decode
 from bpfnetlog.packets import Nic, PacketBatch, SourceStats
 
@@ -62,7 +62,7 @@ class PcapError(Exception):
     """The file cannot be read as pcap or pcapng at all (empty, bad magic, unreadable)."""
 
 
-@nb.njit(cache=True, inline="always")
+@kernel(inline=True)
 def _u32(buf: np.ndarray, p: int, big: bool) -> int:
     if big:
         return (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (
@@ -71,7 +71,7 @@ def _u32(buf: np.ndarray, p: int, big: bool) -> int:
         np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
 
 
-@nb.njit(cache=True)
+@entry
 def _walk_pcap(buf: np.ndarray, pos: int, big: bool, ts_mul: int, max_caplen: int,
                o_off: np.ndarray, o_cap: np.ndarray, o_wire: np.ndarray,
                o_ts: np.ndarray) -> tuple[int, int, int, int]:
@@ -98,7 +98,7 @@ def _walk_pcap(buf: np.ndarray, pos: int, big: bool, ts_mul: int, max_caplen: in
     return k, pos, _OK, 0
 
 
-@nb.njit(cache=True, inline="always")
+@kernel(inline=True)
 def _to_ns(v: int, mul: int, div: int, shift: int, off_ns: int) -> int:
     """A pcapng timestamp in if_tsresol units to ns (decimal: *mul or //div; binary: >>shift)."""
     if shift:
@@ -108,7 +108,7 @@ def _to_ns(v: int, mul: int, div: int, shift: int, off_ns: int) -> int:
     return v // div + off_ns
 
 
-@nb.njit(cache=True)
+@entry
 def _walk_pcapng(buf: np.ndarray, pos: int, big: bool,
                  if_lt: np.ndarray, if_nic: np.ndarray, if_snap: np.ndarray, if_mul: np.ndarray,
                  if_div: np.ndarray, if_shift: np.ndarray, if_off: np.ndarray, last_ts: int,

@@ -15,8 +15,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
+from bpfnetlog.compiled import entry, kernel
 from bpfnetlog.packets import Nic, PacketBatch
 
 LINKTYPE_RAW = 101
@@ -42,13 +42,13 @@ def _idb(nic: Nic) -> bytes:
     return _block(_IDB, struct.pack("<HHI", LINKTYPE_RAW, 0, 0) + opts + _option(0, b""))
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _put16(buf, p, v):
     buf[p] = (v >> 8) & 0xFF
     buf[p + 1] = v & 0xFF
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _put32(buf, p, v):
     buf[p] = (v >> 24) & 0xFF
     buf[p + 1] = (v >> 16) & 0xFF
@@ -56,7 +56,7 @@ def _put32(buf, p, v):
     buf[p + 3] = v & 0xFF
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _le32(buf, p, v):
     buf[p] = v & 0xFF
     buf[p + 1] = (v >> 8) & 0xFF
@@ -64,7 +64,7 @@ def _le32(buf, p, v):
     buf[p + 3] = (v >> 24) & 0xFF
 
 
-@njit(cache=True)
+@entry
 def _epb_sizes(v4, proto, cap):
     """Bytes of each packet's EPB: 32 bytes of block framing + padded frame."""
     n = len(v4)
@@ -75,7 +75,7 @@ def _epb_sizes(v4, proto, cap):
     return out
 
 
-@njit(cache=True)
+@entry
 def _fill(buf, starts, iface, ts, v4, proto, src, dst, sport, dport, flags, seq, ack, win, plen, cap, poff, data):
     for i in range(len(starts)):
         p = starts[i]

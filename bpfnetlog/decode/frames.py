@@ -16,10 +16,10 @@ the buffer really holds at `payload_off`.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
-from bpfnetlog.packets import COLUMNS, DIR_UNKNOWN, SYN, Nic, PacketBatch
+from bpfnetlog.compiled import entry, kernel
+from bpfnetlog.packets import COLUMNS, DIR_UNKNOWN, SYN, Nic, PacketBatch, read_only
 
 # Link types (LINKTYPE_* values as written in pcap/pcapng files).
 LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP = 0, 1, 101, 108
@@ -33,12 +33,12 @@ _MAX_VLAN_TAGS = 8  # more stacked tags than this is not a real frame
 _MAX_IP6_EXT = 16  # bound the extension-header walk on hostile input
 
 
-@nb.njit(cache=True, inline="always")
+@kernel(inline=True)
 def _be16(buf: np.ndarray, p: int) -> int:
     return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
 
 
-@nb.njit(cache=True, inline="always")
+@kernel(inline=True)
 def _be32(buf: np.ndarray, p: int) -> int:
     return (
         (np.int64(buf[p]) << 24)
@@ -48,7 +48,7 @@ def _be32(buf: np.ndarray, p: int) -> int:
     )
 
 
-@nb.njit(cache=True)
+@kernel
 def _link_to_l3(buf: np.ndarray, p: int, end: int, lt: int) -> tuple[int, int, int]:
     """(outcome, offset of the IP header, ethertype-ish 4/6) for one frame's link header."""
     etype = -1
@@ -113,7 +113,7 @@ def _link_to_l3(buf: np.ndarray, p: int, end: int, lt: int) -> tuple[int, int, i
     return _SKIPPED, 0, 0
 
 
-@nb.njit(cache=True)
+@kernel
 def _ip4(buf: np.ndarray, p: int, end: int, wire_end: int, src: np.ndarray, dst: np.ndarray,
          k: int) -> tuple[int, int, int, int]:
     """(outcome, L4 offset, L4 length from the IP header, protocol); fills src/dst row k."""
@@ -147,7 +147,7 @@ def _ip4(buf: np.ndarray, p: int, end: int, wire_end: int, src: np.ndarray, dst:
     return _KEPT, p + hl, tot - hl, proto
 
 
-@nb.njit(cache=True)
+@kernel
 def _ip6(buf: np.ndarray, p: int, end: int, wire_end: int, src: np.ndarray, dst: np.ndarray,
          k: int) -> tuple[int, int, int, int]:
     """(outcome, L4 offset, L4 length, protocol) after walking the extension headers."""
@@ -189,7 +189,7 @@ def _ip6(buf: np.ndarray, p: int, end: int, wire_end: int, src: np.ndarray, dst:
     return _KEPT, q, ip_end - q, nh
 
 
-@nb.njit(cache=True)
+@kernel
 def _syn_wscale(buf: np.ndarray, p: int, hdr_end: int) -> int:
     """Window scale shift from a SYN's options, -1 if absent (capped at 14 as RFC 7323 says)."""
     q = p + 20
@@ -211,7 +211,7 @@ def _syn_wscale(buf: np.ndarray, p: int, hdr_end: int) -> int:
     return -1
 
 
-@nb.njit(cache=True)
+@entry
 def decode_frames(
     buf: np.ndarray, off: np.ndarray, caplen: np.ndarray, wire_len: np.ndarray,
     linktype: np.ndarray, ts_ns: np.ndarray, frame_no: np.ndarray, nic: np.ndarray,
@@ -243,11 +243,11 @@ def decode_frames(
         if res == _KEPT:
             if proto == 6:
                 if end - l4 < 20:
-                    res = _MALFORMED
+                    res = np.int64(_MALFORMED)
                 else:
                     hl = (buf[l4 + 12] >> 4) * 4
                     if hl < 20 or hl > l4len or end - l4 < hl:
-                        res = _MALFORMED
+                        res = np.int64(_MALFORMED)
                     else:
                         fl = buf[l4 + 13]
                         o_flags[k] = fl
@@ -258,7 +258,7 @@ def decode_frames(
                         plen = l4len - hl
             else:
                 if end - l4 < 8 or l4len < 8:
-                    res = _MALFORMED
+                    res = np.int64(_MALFORMED)
                 else:
                     ulen = _be16(buf, l4 + 4)
                     # The UDP length is exact when sane; 0 means a jumbogram.
@@ -313,7 +313,8 @@ def decode(
     src = np.empty((n, 16), np.uint8)
     dst = np.empty((n, 16), np.uint8)
     kept, skipped, malformed = decode_frames(
-        buf, off, caplen, wire_len, linktype, ts_ns, frame_no, nic, direction, gso_segs,
+        read_only(buf), off, caplen, wire_len, linktype.astype(np.int64, copy=False), ts_ns, frame_no, nic,
+        direction, gso_segs,
         cols["ts"], cols["frame"], cols["nic"], cols["wire_len"], cols["ip_version"],
         cols["proto"], cols["sport"], cols["dport"], cols["flags"], cols["seq"], cols["ack"],
         cols["win"], cols["wscale"], cols["payload_len"], cols["payload_off"],

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
+
+from bpfnetlog.compiled import entry, kernel
 
 _M1 = 0x9E3779B97F4A7C15
 _M2 = 0xBF58476D1CE4E5B9
 _M3 = 0x94D049BB133111EB
 
 
-@nb.njit(cache=True, inline="always")
+@kernel(inline=True)
 def _mix(h: np.uint64, w: np.uint64) -> np.uint64:
     """splitmix64-style combine: cheap and well spread."""
     h = (h ^ w) * np.uint64(_M2)
@@ -31,7 +32,7 @@ def _mix(h: np.uint64, w: np.uint64) -> np.uint64:
     return h
 
 
-@nb.njit(cache=True, inline="always")
+@kernel(inline=True)
 def _ip_words(ip, i: int) -> tuple[np.uint64, np.uint64]:
     """The 16 address bytes of row i as two big-endian words (so word order = address order)."""
     hi = np.uint64(0)
@@ -42,7 +43,7 @@ def _ip_words(ip, i: int) -> tuple[np.uint64, np.uint64]:
     return hi, lo
 
 
-@nb.njit(cache=True)
+@entry
 def _keys(nic, proto, src_ip, dst_ip, sport, dport, words, hashes, side) -> None:
     for i in range(len(nic)):
         s0, s1 = _ip_words(src_ip, i)
@@ -64,7 +65,7 @@ def _keys(nic, proto, src_ip, dst_ip, sport, dport, words, hashes, side) -> None
         side[i] = 0 if src_first else 1
 
 
-@nb.njit(cache=True)
+@entry
 def group(hashes):
     """(distinct hashes in order of first appearance, index of each one's first packet, each
     packet's position in the first array): np.unique's answer without its sort."""
@@ -97,7 +98,7 @@ def group(hashes):
     return uniq[:k], first[:k], inverse
 
 
-@nb.njit(cache=True)
+@entry
 def differs(keys, slots, words):
     """Per packet: its flow slot holds another key (a 64-bit hash collision)."""
     out = np.zeros(len(slots), np.bool_)

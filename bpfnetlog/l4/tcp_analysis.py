@@ -14,7 +14,8 @@ handshake/teardown timestamps, Zeek history letters and chunk numbers.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from bpfnetlog.compiled import entry, kernel
 
 # Analysis bits of one packet (the `analysis` column of the packet series).
 A_RETRANS = 1
@@ -122,7 +123,7 @@ def reset_slots(fl: np.ndarray, sd: np.ndarray, hist: np.ndarray, slots: np.ndar
     hist[slots] = 0
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _unwrap(ref: int, raw: int) -> int:
     d = (raw - ref) & 0xFFFFFFFF
     if d >= 0x80000000:
@@ -130,7 +131,7 @@ def _unwrap(ref: int, raw: int) -> int:
     return ref + d
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _history(fl, sd, hist, slot, side, letter):
     bit = 1 << letter
     if sd[slot, side, S_HIST_BITS] & bit:
@@ -142,7 +143,7 @@ def _history(fl, sd, hist, slot, side, letter):
         fl[slot, F_HIST_N] = n + 1
 
 
-@njit(cache=True)
+@entry
 def analyze_batch(
     slot_in, side_in, ts_in, proto_in, flags_in, seq_in, ack_in, win_in, wscale_in, plen_in,
     fl, sd, hist, keys, free_slots, free_top, start, chunk_max_pkts, chunk_max_ns,

@@ -22,7 +22,8 @@ their fields come from `http1._parse_head` (flag M_PY), framing stays here.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from bpfnetlog.compiled import entry, kernel
 
 from .http1 import (HOST_MAX, MAX_HEADERS_TEXT, MAX_LINE, METHODS, REDACTED, SECRET_WORDS, TRUNCATED, UA_MAX,
                     WANTED_HEADERS)  # fmt: skip
@@ -91,12 +92,12 @@ H_START, H_END, H_ISREQ, H_CODE, H_VER, H_CLV, H_TGT_A, H_TGT_L, H_PATH_L, H_HOS
 NH = 14
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _lower(b: int) -> int:
     return b + 32 if 65 <= b <= 90 else b
 
 
-@njit(cache=True)
+@kernel
 def _wanted(d, a: int, n: int) -> int:
     """Index in WANTED_HEADERS of the header name d[a:a+n] (any case), or -1.
 
@@ -120,7 +121,7 @@ def _wanted(d, a: int, n: int) -> int:
     return -1
 
 
-@njit(cache=True)
+@entry
 def _is_secret(d, a: int, n: int) -> bool:
     """http1._SECRET on the lower-cased name: auth|token|secret|passw|cookie|api-?_?key.
 
@@ -151,7 +152,7 @@ def _is_secret(d, a: int, n: int) -> bool:
     return False
 
 
-@njit(cache=True)
+@kernel
 def _strip(d, a: int, b: int) -> tuple[int, int]:
     """[a, b) without leading/trailing spaces (the only whitespace a simple head has)."""
     while a < b and d[a] == 32:
@@ -161,7 +162,7 @@ def _strip(d, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
-@njit(cache=True)
+@kernel
 def parse_head(d, p: int, end: int, request: bool, h) -> int:
     """A simple head at d[p:...] within d[:end] into the row `h`; its end offset, or -1.
 
@@ -287,13 +288,13 @@ def parse_head(d, p: int, end: int, request: bool, h) -> int:
             h[H_PY] = 1
 
 
-@njit(cache=True)
+@kernel
 def _copy(arena, at: int, d, a: int, n: int) -> int:
     arena[at : at + n] = d[a : a + n]
     return at + n
 
 
-@njit(cache=True)
+@kernel
 def _header_text(arena, at: int, d, a: int, b: int) -> int:
     """The header lines in d[a:b] (each ending CRLF) as req_headers/resp_headers text at arena[at:].
 
@@ -328,7 +329,7 @@ def _header_text(arena, at: int, d, a: int, b: int) -> int:
     return at
 
 
-@njit(cache=True)
+@kernel
 def _new_message(ms, cnt, arena, d, h, slot: int, side: int, req: bool, seq: int, off: int, ts: int, rt: int) -> int:
     """A message row for the head `h` (offsets in d), its strings copied to the arena."""
     row = cnt[K_MSGS]
@@ -364,7 +365,7 @@ def _new_message(ms, cnt, arena, d, h, slot: int, side: int, req: bool, seq: int
     return row
 
 
-@njit(cache=True)
+@kernel
 def _emit(rs, cnt, ms, slot: int, n: int, req: int, resp: int, pairing: int, status: int) -> None:
     """A record of request row `req` and response row `resp` (-1: missing), values as of now."""
     r = rs[cnt[K_RECS]]
@@ -386,7 +387,7 @@ def _emit(rs, cnt, ms, slot: int, n: int, req: int, resp: int, pairing: int, sta
         r[R_RESP_PK], r[R_RESP_BY], r[R_RESP_RT], r[R_RESP_SEQ] = p[M_PK], p[M_BY], p[M_RT], p[M_SEQ]
 
 
-@njit(cache=True)
+@kernel
 def _complete(cs, ms, rs, cnt, slot: int, side: int, row: int) -> None:
     m = ms[row]
     if m[M_STATE] == OPEN:
@@ -398,7 +399,7 @@ def _complete(cs, ms, rs, cnt, slot: int, side: int, row: int) -> None:
         _emit(rs, cnt, ms, slot, m[M_N], pair, row, PAIRED if pair >= 0 else NO_REQUEST, ST_FIELDS)
 
 
-@njit(cache=True)
+@kernel
 def _plan(cs, ms, q, d, base: int, cap: int, plen: int, slot: int, side: int, hi) -> int:
     """Walks one in-order segment with a copy of the state: its heads into `hi`; how many, or -1."""
     st, rem = cs[slot, C_ST + side], cs[slot, C_REM + side]
@@ -445,7 +446,7 @@ def _plan(cs, ms, q, d, base: int, cap: int, plen: int, slot: int, side: int, hi
     return k
 
 
-@njit(cache=True)
+@kernel
 def _apply(cs, ms, q, rs, cnt, arena, d, base: int, plen: int, slot: int, side: int, ts: int, rt: int,
            hi, nheads: int) -> int:  # fmt: skip
     """Applies a planned segment; the row of the message starting at its first byte, or -1."""
@@ -510,7 +511,7 @@ def _apply(cs, ms, q, rs, cnt, arena, d, base: int, plen: int, slot: int, side: 
     return mark
 
 
-@njit(cache=True)
+@kernel
 def _count_if_overlaps(ms, row: int, off: int, plen: int, rt: int) -> None:
     if row < 0 or ms[row, M_STATE] == EMITTED:
         return
@@ -522,7 +523,7 @@ def _count_if_overlaps(ms, row: int, off: int, plen: int, rt: int) -> None:
         m[M_RT] += rt
 
 
-@njit(cache=True)
+@kernel
 def _duplicate(cs, q, ms, slot: int, side: int, off: int, plen: int, rt: int) -> None:
     """A segment whose bytes were all seen: counted for the messages without record it overlaps
     (as the Python engine's packet log does), parsed by no one."""
@@ -536,7 +537,7 @@ def _duplicate(cs, q, ms, slot: int, side: int, off: int, plen: int, rt: int) ->
         _count_if_overlaps(ms, cs[slot, C_CUR + side], off, plen, rt)
 
 
-@njit(cache=True)
+@entry
 def run(cs, q, ms, rs, cnt, arena, d, slot_a, side_a, ts_a, seq_a, syn_a, poff_a, pcap_a, plen_a, rt_a, want_a,
         start: int, to_py, mark, bailed) -> int:  # fmt: skip
     """Packets start.. of a batch; returns the index to resume from when tables are full, else len.
@@ -595,7 +596,7 @@ def run(cs, q, ms, rs, cnt, arena, d, slot_a, side_a, ts_a, seq_a, syn_a, poff_a
     return n
 
 
-@njit(cache=True)
+@entry
 def close(cs, q, ms, rs, cnt, slot: int) -> None:
     """End of a fast connection: messages in progress end, requests without response are reported."""
     for side in range(2):
@@ -610,7 +611,7 @@ def close(cs, q, ms, rs, cnt, slot: int) -> None:
     cs[slot, C_OWN] = PYTHON  # nothing more from this slot until it is released
 
 
-@njit(cache=True)
+@entry
 def expire(cs, q, ms, rs, cnt, deadline: int) -> int:
     """Requests that started at or before `deadline` without a response: timeout records."""
     n = 0
@@ -627,7 +628,7 @@ def expire(cs, q, ms, rs, cnt, deadline: int) -> int:
     return n
 
 
-@njit(cache=True)
+@entry
 def compact(cs, q, ms, cnt, arena) -> None:
     """Keeps the rows still needed (not yet in a record, or waited on by a response) and their bytes,
     moved down in place (rows and their arena bytes were allocated in the same order)."""
@@ -672,7 +673,7 @@ def compact(cs, q, ms, cnt, arena) -> None:
     cnt[K_ARENA] = at
 
 
-@njit(cache=True)
+@entry
 def gather(arena, a, ln) -> tuple[np.ndarray, np.ndarray]:
     """Arrow string buffers (int32 offsets, bytes) of the spans (a[i], ln[i]); ln < 0 -> empty."""
     n = len(a)

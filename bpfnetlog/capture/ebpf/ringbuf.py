@@ -13,17 +13,17 @@ import mmap
 import select
 import time
 
-import numba as nb
 import numpy as np
 
 from bpfnetlog.capture.ebpf.record import REC
+from bpfnetlog.compiled import entry
 
 BUSY, DISCARD = 1 << 31, 1 << 30
 HDR = 8
 MAX_RECORDS = 1 << 18  # per batch: bounds the memory of one drain
 
 
-@nb.njit(cache=True)
+@entry
 def _drain(data, mask, cons, prod, rec_size, hdr_out, pay_out, pay_off):
     """Copy records [cons, prod) into hdr_out/pay_out; stop at a busy record or a full hdr_out."""
     n = 0

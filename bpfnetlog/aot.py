@@ -1,0 +1,95 @@
+"""Ahead-of-time build of the numba kernels: `python -m bpfnetlog.aot` (run by install.sh).
+
+Compiles every `compiled.entry` kernel, with the argument types its callers pass, into
+bpfnetlog/_kernels*.so (numba.pycc; the CPU is this machine's), and writes the digest of
+the sources next to it (see bpfnetlog.compiled). Callers normalise what they pass (one
+signature per kernel: `packets.read_only` for bytes), so one compiled version serves all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+
+os.environ["BPFNETLOG_JIT"] = "1"  # kernels as numba dispatchers, never a previous build's functions
+
+from numba import types as t  # noqa: E402
+from numba.pycc import CC  # noqa: E402
+
+from bpfnetlog import compiled  # noqa: E402
+
+U8, U16, U32, U64, I8, I32, I64, B = t.uint8, t.uint16, t.uint32, t.uint64, t.int8, t.int32, t.int64, t.boolean
+
+
+def A(dtype: t.Type, ndim: int = 1, readonly: bool = False) -> t.Array:
+    """A C-contiguous array type."""
+    return t.Array(dtype, ndim, "C", readonly=readonly)
+
+
+RO = A(U8, readonly=True)  # packet bytes (packets.read_only)
+# module -> kernel -> argument types, as the callers pass them
+ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
+    "capture.pcap": {
+        "_walk_pcap": (RO, I64, B, I64, I64, A(I64), A(U32), A(U32), A(I64)),
+        "_walk_pcapng": (RO, I64, B, A(I64), A(I64), A(I64), A(I64), A(I64), A(I64), A(I64), I64, A(I64), A(U32),
+                         A(U32), A(I64), A(I64), A(U16), I64),
+    },
+    "capture.afpacket": {"_walk": (A(U8), A(I64), A(I64), A(U32), A(U32), A(I64), A(U8))},
+    "capture.pcapng_writer": {
+        "_epb_sizes": (A(B), A(U8), A(I64)),
+        "_fill": (A(U8), A(I64), A(I64), A(I64), A(B), A(U8), A(U8, 2), A(U8, 2), A(U16), A(U16), A(U8), A(I64),
+                  A(I64), A(U16), A(I64), A(I64), A(I64), RO),
+    },
+    "capture.ebpf.ringbuf": {"_drain": (RO, I64, I64, I64, I64, A(U8, 2), A(U8), A(I64))},
+    "decode.frames": {
+        "decode_frames": (RO, A(I64), A(U32), A(U32), A(I64), A(I64), A(I64), A(U16), A(U8), A(U16), A(I64),
+                          A(I64), A(U16), A(U32), A(U8), A(U8), A(U16), A(U16), A(U8), A(U32), A(U32), A(U16),
+                          A(I8), A(U32), A(I64), A(U32), A(U8, 2), A(U8, 2), A(U8), A(U16)),
+    },
+    "l4.flowkeys": {
+        "_keys": (A(U16), A(U8), A(U8, 2), A(U8, 2), A(U16), A(U16), A(U64, 2), A(U64), A(U8)),
+        "group": (A(U64),),
+        "differs": (A(U64, 2), A(I64), A(U64, 2)),
+    },
+    "l4.tcp_analysis": {
+        "analyze_batch": (A(I64), A(U8), A(I64), A(U8), A(U8), A(U32), A(U32), A(U16), A(I8), A(U32), A(I64, 2),
+                          A(I64, 3), A(U8, 2), A(U64, 2), A(I64), I64, I64, I64, I64, A(I32), A(I32), A(I32),
+                          A(U16), A(I64)),
+    },
+    "l7.http1_kernel": {
+        "_is_secret": (RO, I64, I64),
+        "run": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), A(U8), RO, A(I64), A(I64), A(I64), A(I64), A(B),
+                A(I64), A(I64), A(I64), A(I64), A(B), I64, A(B), A(I64), A(I64)),
+        "close": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), I64),
+        "expire": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), I64),
+        "compact": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64), A(U8)),
+        "gather": (A(U8), A(I64), A(I64)),
+    },
+}
+
+
+def build() -> None:
+    assert set(ENTRIES) == set(compiled.KERNEL_MODULES), "compiled.KERNEL_MODULES and ENTRIES disagree"
+    cc = CC(compiled.EXTENSION)
+    cc.output_dir = str(compiled.HERE)
+    cc.target_cpu = "host"
+    cc.verbose = False
+    for module, kernels in ENTRIES.items():
+        mod = importlib.import_module(f"bpfnetlog.{module}")
+        for name, args in kernels.items():
+            dispatcher = getattr(mod, name)
+            dispatcher.compile(args)  # its return type, as numba infers it
+            ret = dispatcher.overloads[args].signature.return_type
+            cc.export(compiled.export_name(dispatcher.py_func), ret(*args))(dispatcher.py_func)
+    compiled.DIGEST_FILE.unlink(missing_ok=True)  # no stale digest next to a half-built module
+    cc.compile()
+    compiled.DIGEST_FILE.write_text(compiled.sources_digest() + "\n")
+
+
+if __name__ == "__main__":
+    t0 = time.monotonic()
+    build()
+    n = sum(map(len, ENTRIES.values()))
+    print(f"bpfnetlog: {n} kernels compiled ahead of time in {time.monotonic() - t0:.0f} s", file=sys.stderr)
