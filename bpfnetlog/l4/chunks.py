@@ -58,6 +58,15 @@ class PendingPackets:
         return (self.cols["chunk"] < fl[slot, ta.F_CHUNK]) | np.isin(slot, finished_slots)
 
 
+def sorted_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, each row's position among them) of a sorted array, as `take` returns
+    rows sorted by slot: read off where the values change, no sort and no hash."""
+    change = np.empty(len(values), np.bool_)
+    change[:1] = True
+    np.not_equal(values[1:], values[:-1], out=change[1:])
+    return values[change], np.cumsum(change) - 1
+
+
 def _order(slot: np.ndarray, chunk: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """The permutation sorting rows by (slot, chunk, idx): one sort of a packed key where the
     three fit in 63 bits (2M slots, 4G chunks, 1,024 packets a chunk), else lexsort."""

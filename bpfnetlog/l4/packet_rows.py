@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfnetlog.l4.chunks import sorted_groups
 from bpfnetlog.l4.flowkeys import group
 from bpfnetlog.l4.tcp_analysis import ANALYSIS_NAMES
 from bpfnetlog.packets import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
@@ -43,7 +44,7 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
     """
     slot = rows["slot"]
     n = len(slot)
-    uslots, _, inv = group(slot.astype(np.uint64))  # distinct values by a hash pass: no sort
+    uslots, inv = sorted_groups(slot)
     slot_conns = [conns[s] for s in uslots.tolist()]
     conn_ids = pa.array([c.conn_id for c in slot_conns], pa.string())
     nic_names = pa.array([c.nic.name for c in slot_conns], pa.string())
