@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 os.environ["BPFNETLOG_JIT"] = "1"  # kernels as numba dispatchers, never a previous build's functions
+# and never numba's cache either: its index does not know compile flags (a cached kernel built
+# with reference counting would be linked in, and the module has no runtime for it)
+BUILD_CACHE = tempfile.mkdtemp(prefix="bpfnetlog-aot-")
+os.environ["NUMBA_CACHE_DIR"] = BUILD_CACHE
 
 from numba import types as t  # noqa: E402
 from numba.pycc import CC  # noqa: E402
@@ -38,7 +44,6 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
     },
     "capture.afpacket": {"_walk": (A(U8), A(I64), A(I64), A(U32), A(U32), A(I64), A(U8))},
     "capture.pcapng_writer": {
-        "_epb_sizes": (A(B), A(U8), A(I64)),
         "_fill": (A(U8), A(I64), A(I64), A(I64), A(B), A(U8), A(U8, 2), A(U8, 2), A(U16), A(U16), A(U8), A(I64),
                   A(I64), A(U16), A(I64), A(I64), A(I64), RO),
     },
@@ -50,8 +55,8 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
     },
     "l4.flowkeys": {
         "_keys": (A(U16), A(U8), A(U8, 2), A(U8, 2), A(U16), A(U16), A(U64, 2), A(U64), A(U8)),
-        "group": (A(U64),),
-        "differs": (A(U64, 2), A(I64), A(U64, 2)),
+        "_group": (A(U64), A(I64), A(U64), A(I64), A(I64)),
+        "_differs": (A(U64, 2), A(I64), A(U64, 2), A(B)),
     },
     "l4.tcp_analysis": {
         "analyze_batch": (A(I64), A(U8), A(I64), A(U8), A(U8), A(U32), A(U32), A(U16), A(I8), A(U32), A(I64, 2),
@@ -61,11 +66,11 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
     "l7.http1_kernel": {
         "_is_secret": (RO, I64, I64),
         "run": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), A(U8), RO, A(I64), A(I64), A(I64), A(I64), A(B),
-                A(I64), A(I64), A(I64), A(I64), A(B), I64, A(B), A(I64), A(I64)),
+                A(I64), A(I64), A(I64), A(I64), A(B), I64, A(B), A(I64), A(I64), A(I64, 2)),
         "close": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), I64),
         "expire": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), I64),
-        "compact": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64), A(U8)),
-        "gather": (A(U8), A(I64), A(I64)),
+        "compact": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64), A(U8), A(B), A(I64)),
+        "_gather": (A(U8), A(I64), A(I64), A(I32), A(U8)),
     },
 }
 
@@ -76,6 +81,7 @@ def build() -> None:
     cc.output_dir = str(compiled.HERE)
     cc.target_cpu = "host"
     cc.verbose = False
+    cc.use_nrt = False  # as compiled._numba: kernels allocate nothing, so no reference counting
     for module, kernels in ENTRIES.items():
         mod = importlib.import_module(f"bpfnetlog.{module}")
         for name, args in kernels.items():
@@ -90,6 +96,9 @@ def build() -> None:
 
 if __name__ == "__main__":
     t0 = time.monotonic()
-    build()
+    try:
+        build()
+    finally:
+        shutil.rmtree(BUILD_CACHE, ignore_errors=True)
     n = sum(map(len, ENTRIES.values()))
     print(f"bpfnetlog: {n} kernels compiled ahead of time in {time.monotonic() - t0:.0f} s", file=sys.stderr)

@@ -9,6 +9,11 @@ compiled by numba as they are first called (`cache=True`), from the same sources
 
 Kernel modules mark their functions with `kernel` (called only by other kernels) or
 `entry` (called from Python; the build exports these, by the names `export_name` gives).
+
+Kernels are compiled without numba's runtime (NRT): they allocate nothing (callers pass every
+buffer) and pay no reference counting, which was a tenth of `bpfnetlog read`'s CPU (an atomic
+increment and decrement per array argument of every inner call). Without NRT, numba refuses
+array-to-array slice assignment: `copy_bytes` is that copy, as a memcpy.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# The modules that hold kernels, and those whose constants the kernels bake in.
+# The modules that hold kernels, and those whose constants or helpers the kernels bake in.
 KERNEL_MODULES = ("capture.pcap", "capture.afpacket", "capture.pcapng_writer", "capture.ebpf.ringbuf",
                   "decode.frames", "l4.flowkeys", "l4.tcp_analysis", "l7.http1_kernel")  # fmt: skip
-CONSTANT_MODULES = ("packets", "l7.http1", "capture.ebpf.record")
+CONSTANT_MODULES = ("compiled", "packets", "l7.http1", "capture.ebpf.record")
 EXTENSION = "_kernels"
 DIGEST_FILE = HERE / f"{EXTENSION}.sources"
 JIT_ENV = "BPFNETLOG_JIT"  # "1": numba at run time even where the extension is built (tests compare both)
@@ -66,7 +71,7 @@ def export_name(fn: Callable[..., Any]) -> str:
 def _numba(fn: Callable[..., Any], inline: bool) -> Callable[..., Any]:
     import numba  # only without the extension: 0.4 s to import
 
-    return numba.njit(cache=True, inline="always" if inline else "never")(fn)
+    return numba.njit(cache=True, inline="always" if inline else "never", _nrt=False)(fn)
 
 
 def kernel(fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
@@ -83,3 +88,34 @@ def entry(fn: Callable[..., Any]) -> Any:
     if AOT is not None:
         return getattr(AOT, export_name(fn))
     return _numba(fn, False)
+
+
+def _copy_bytes_kernel() -> Callable[..., Any]:
+    """copy_bytes(dst, at, src, a, n): dst[at:at+n] = src[a:a+n] (n <= 0: nothing), one memcpy."""
+    from numba import njit, types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def memcpy(typingctx, dst, at, src, a, n):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            d = context.make_array(sig.args[0])(context, builder, args[0])
+            s = context.make_array(sig.args[2])(context, builder, args[2])
+            at_, a_, n_ = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 3, 4))
+            cgutils.raw_memcpy(builder, builder.gep(d.data, [at_]), builder.gep(s.data, [a_]), n_, 1)
+
+        return types.void(dst, at, src, a, n), codegen
+
+    def copy_bytes(dst, at, src, a, n):  # type: ignore[no-untyped-def]
+        if n > 0:
+            memcpy(dst, at, src, a, n)
+
+    return njit(inline="always", _nrt=False)(copy_bytes)
+
+
+def _never_called(*args: Any) -> None:
+    raise RuntimeError("copy_bytes runs inside compiled kernels only")
+
+
+# With the extension, kernels are plain functions that never run: no numba import for this either.
+copy_bytes = _never_called if AOT is not None else _copy_bytes_kernel()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpfnetlog.compiled import entry, kernel
+from bpfnetlog.compiled import copy_bytes, entry, kernel
 from bpfnetlog.packets import Nic, PacketBatch
 
 LINKTYPE_RAW = 101
@@ -65,17 +65,6 @@ def _le32(buf, p, v):
 
 
 @entry
-def _epb_sizes(v4, proto, cap):
-    """Bytes of each packet's EPB: 32 bytes of block framing + padded frame."""
-    n = len(v4)
-    out = np.empty(n, np.int64)
-    for i in range(n):
-        frame = (20 if v4[i] else 40) + (20 if proto[i] == 6 else 8) + cap[i]
-        out[i] = 32 + ((frame + 3) & ~3)
-    return out
-
-
-@entry
 def _fill(buf, starts, iface, ts, v4, proto, src, dst, sport, dport, flags, seq, ack, win, plen, cap, poff, data):
     for i in range(len(starts)):
         p = starts[i]
@@ -98,15 +87,15 @@ def _fill(buf, starts, iface, ts, v4, proto, src, dst, sport, dport, flags, seq,
             _put16(buf, q + 2, min(orig, 65535))
             buf[q + 8] = 64
             buf[q + 9] = proto[i]
-            buf[q + 12 : q + 16] = src[i, 12:16]
-            buf[q + 16 : q + 20] = dst[i, 12:16]
+            copy_bytes(buf, q + 12, src[i], 12, 4)
+            copy_bytes(buf, q + 16, dst[i], 12, 4)
         else:
             buf[q] = 0x60
             _put16(buf, q + 4, min(orig - 40, 65535))
             buf[q + 6] = proto[i]
             buf[q + 7] = 64
-            buf[q + 8 : q + 24] = src[i]
-            buf[q + 24 : q + 40] = dst[i]
+            copy_bytes(buf, q + 8, src[i], 0, 16)
+            copy_bytes(buf, q + 24, dst[i], 0, 16)
         t = q + ip_len
         _put16(buf, t, sport[i])
         _put16(buf, t + 2, dport[i])
@@ -119,7 +108,7 @@ def _fill(buf, starts, iface, ts, v4, proto, src, dst, sport, dport, flags, seq,
         else:
             _put16(buf, t + 4, min(8 + plen[i], 65535))
         c = cap[i]
-        buf[t + l4_len : t + l4_len + c] = data[poff[i] : poff[i] + c]
+        copy_bytes(buf, t + l4_len, data, poff[i], c)
         _le32(buf, q + total, 32 + total)
 
 
@@ -145,7 +134,9 @@ class PcapngWriter:
             lut[i] = self._iface[nic]
         c = batch.cols
         v4 = (batch.src_ip[:, :12] == _V4_MAPPED).all(axis=1)
-        sizes = _epb_sizes(v4, c["proto"], c["payload_cap"].astype(np.int64))
+        # each EPB: 32 bytes of block framing + the frame (IP + TCP/UDP header + payload) padded to 4
+        frame = np.where(v4, 20, 40) + np.where(c["proto"] == 6, 20, 8) + c["payload_cap"].astype(np.int64)
+        sizes = 32 + ((frame + 3) & ~3)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         buf = np.empty(int(sizes.sum()), np.uint8)
         _fill(buf, starts, lut[c["nic"]], c["ts"], v4, c["proto"], batch.src_ip, batch.dst_ip, c["sport"],

@@ -65,21 +65,24 @@ def _keys(nic, proto, src_ip, dst_ip, sport, dport, words, hashes, side) -> None
         side[i] = 0 if src_first else 1
 
 
-@entry
-def group(hashes):
+def group(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(distinct hashes in order of first appearance, index of each one's first packet, each
     packet's position in the first array): np.unique's answer without its sort."""
     n = len(hashes)
     size = 16
     while size < 2 * n:
         size *= 2
-    mask = size - 1
-    table = np.full(size, -1, np.int64)  # -> position in uniq
-    uniq = np.empty(n, np.uint64)
-    first = np.empty(n, np.int64)
-    inverse = np.empty(n, np.int64)
+    uniq, first, inverse = np.empty(n, np.uint64), np.empty(n, np.int64), np.empty(n, np.int64)
+    k = _group(hashes, np.full(size, -1, np.int64), uniq, first, inverse)
+    return uniq[:k], first[:k], inverse
+
+
+@entry
+def _group(hashes, table, uniq, first, inverse) -> int:
+    """Open addressing over `table` (a power of two, > 2n, all -1); how many distinct."""
+    mask = len(table) - 1
     k = 0
-    for i in range(n):
+    for i in range(len(hashes)):
         h = hashes[i]
         j = np.int64(h & np.uint64(mask))
         while True:
@@ -95,19 +98,23 @@ def group(hashes):
                 inverse[i] = u
                 break
             j = (j + 1) & mask
-    return uniq[:k], first[:k], inverse
+    return k
+
+
+def differs(keys: np.ndarray, slots: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Per packet: its flow slot holds another key (a 64-bit hash collision)."""
+    out = np.zeros(len(slots), np.bool_)
+    _differs(keys, slots, words, out)
+    return out
 
 
 @entry
-def differs(keys, slots, words):
-    """Per packet: its flow slot holds another key (a 64-bit hash collision)."""
-    out = np.zeros(len(slots), np.bool_)
+def _differs(keys, slots, words, out) -> None:
     for i in range(len(slots)):
         for j in range(5):
             if keys[slots[i], j] != words[i, j]:
                 out[i] = True
                 break
-    return out
 
 
 @dataclass

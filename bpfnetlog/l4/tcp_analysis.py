@@ -184,7 +184,8 @@ def analyze_batch(
             new = free_slots[free_top]
             free_top += 1
             fl[slot, F_NEXT] = new
-            keys[new] = keys[slot]
+            for j in range(keys.shape[1]):
+                keys[new, j] = keys[slot, j]
             slot = new
 
         if not fl[slot, F_USED]:

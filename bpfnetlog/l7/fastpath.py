@@ -42,6 +42,7 @@ class FastHttp:
         self.rs = np.zeros((1 << 17, k.NR), np.int64)
         self.arena = np.zeros(1 << 25, np.uint8)
         self.cnt = np.zeros(6, np.int64)
+        self.heads = np.zeros((k.MAX_HEADS, k.NH), np.int64)  # the kernel's scratch for one segment
         self.conn_ids = np.zeros(0, object)  # slot -> conn_id
 
     # -- slots ------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class FastHttp:
         start = 0
         while start < n:
             start = k.run(self.cs, self.q, self.ms, self.rs, self.cnt, self.arena, data, slot, side, ts, seq, syn,
-                          poff, pcap, plen, retrans, want, start, to_py, mark, bailed)  # fmt: skip
+                          poff, pcap, plen, retrans, want, start, to_py, mark, bailed, self.heads)  # fmt: skip
             if start < n:
                 self._grow(int(plen[start]))
         if bailed[0]:
@@ -177,7 +178,8 @@ class FastHttp:
         n = int(self.cnt[k.K_RECS])
         out = self._record_columns(self.rs[:n]) if n else None
         self.cnt[k.K_RECS] = 0
-        k.compact(self.cs, self.q, self.ms, self.cnt, self.arena)
+        used = int(self.cnt[k.K_MSGS])
+        k.compact(self.cs, self.q, self.ms, self.cnt, self.arena, np.empty(used, np.bool_), np.empty(used, np.int64))
         return out
 
     def _l7_ids(self, slots: np.ndarray, ns: np.ndarray) -> pa.Array:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bpfnetlog.compiled import entry, kernel
+from bpfnetlog.compiled import copy_bytes, entry, kernel
 
 from .http1 import (HOST_MAX, MAX_HEADERS_TEXT, MAX_LINE, METHODS, REDACTED, SECRET_WORDS, TRUNCATED, UA_MAX,
                     WANTED_HEADERS)  # fmt: skip
@@ -290,7 +290,7 @@ def parse_head(d, p: int, end: int, request: bool, h) -> int:
 
 @kernel
 def _copy(arena, at: int, d, a: int, n: int) -> int:
-    arena[at : at + n] = d[a : a + n]
+    copy_bytes(arena, at, d, a, n)
     return at + n
 
 
@@ -539,13 +539,13 @@ def _duplicate(cs, q, ms, slot: int, side: int, off: int, plen: int, rt: int) ->
 
 @entry
 def run(cs, q, ms, rs, cnt, arena, d, slot_a, side_a, ts_a, seq_a, syn_a, poff_a, pcap_a, plen_a, rt_a, want_a,
-        start: int, to_py, mark, bailed) -> int:  # fmt: skip
+        start: int, to_py, mark, bailed, hi) -> int:  # fmt: skip
     """Packets start.. of a batch; returns the index to resume from when tables are full, else len.
 
     to_py[i]: packet i goes to the Python engine; mark[i]: message row starting at
-    packet i's first byte; bailed: slots handed over in this call (0: how many).
+    packet i's first byte; bailed: slots handed over in this call (0: how many);
+    hi: (MAX_HEADS, NH) scratch for the heads of one segment.
     """
-    hi = np.zeros((MAX_HEADS, NH), np.int64)
     n = len(slot_a)
     for i in range(start, n):
         if not want_a[i]:
@@ -629,26 +629,26 @@ def expire(cs, q, ms, rs, cnt, deadline: int) -> int:
 
 
 @entry
-def compact(cs, q, ms, cnt, arena) -> None:
+def compact(cs, q, ms, cnt, arena, live, remap) -> None:
     """Keeps the rows still needed (not yet in a record, or waited on by a response) and their bytes,
-    moved down in place (rows and their arena bytes were allocated in the same order)."""
+    moved down in place (rows and their arena bytes were allocated in the same order).
+    live (bool) and remap (int64): scratch of at least cnt[K_MSGS] rows."""
     n = cnt[K_MSGS]
-    live = np.zeros(n, np.bool_)
     for r in range(n):
-        if ms[r, M_STATE] != EMITTED:
-            live[r] = True
+        live[r] = ms[r, M_STATE] != EMITTED
     for slot in range(len(cs)):
         if cs[slot, C_OWN] == FAST:
             for j in range(cs[slot, C_QN]):
                 live[q[slot, (cs[slot, C_QH] + j) % QCAP]] = True
-    remap = np.full(n, -1, np.int64)
     k = 0
     at = 0
     for r in range(n):
+        remap[r] = -1
         if not live[r]:
             continue
         remap[r] = k
-        ms[k] = ms[r]
+        for j in range(ms.shape[1]):  # a row copy, not ms[k] = ms[r]: no NRT in kernels (compiled.py)
+            ms[k, j] = ms[r, j]
         for a, ln in ((M_HEAD_A, M_HEAD_L), (M_TGT_A, M_TGT_L), (M_HOST_A, M_HOST_L), (M_UA_A, M_UA_L),
                       (M_HDR_A, M_HDR_L)):  # fmt: skip
             src = ms[k, a]
@@ -673,15 +673,16 @@ def compact(cs, q, ms, cnt, arena) -> None:
     cnt[K_ARENA] = at
 
 
-@entry
-def gather(arena, a, ln) -> tuple[np.ndarray, np.ndarray]:
+def gather(arena: np.ndarray, a: np.ndarray, ln: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Arrow string buffers (int32 offsets, bytes) of the spans (a[i], ln[i]); ln < 0 -> empty."""
-    n = len(a)
-    offsets = np.zeros(n + 1, np.int32)
-    for i in range(n):
-        offsets[i + 1] = offsets[i] + max(ln[i], 0)
-    out = np.empty(offsets[n], np.uint8)
-    for i in range(n):
-        if ln[i] > 0:
-            out[offsets[i] : offsets[i + 1]] = arena[a[i] : a[i] + ln[i]]
+    offsets = np.zeros(len(a) + 1, np.int32)
+    np.cumsum(np.maximum(ln, 0), out=offsets[1:])
+    out = np.empty(int(offsets[-1]), np.uint8)
+    _gather(arena, a, ln, offsets, out)
     return offsets, out
+
+
+@entry
+def _gather(arena, a, ln, offsets, out) -> None:
+    for i in range(len(a)):
+        copy_bytes(out, offsets[i], arena, a[i], ln[i])

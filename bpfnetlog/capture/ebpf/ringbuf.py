@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from bpfnetlog.capture.ebpf.record import REC
-from bpfnetlog.compiled import entry
+from bpfnetlog.compiled import copy_bytes, entry
 
 BUSY, DISCARD = 1 << 31, 1 << 30
 HDR = 8
@@ -38,10 +38,10 @@ def _drain(data, mask, cons, prod, rec_size, hdr_out, pay_out, pay_off):
         size = ln & ~np.uint32(BUSY | DISCARD)
         if not (ln & DISCARD) and size >= rec_size:
             body = p + HDR
-            hdr_out[n, :] = data[body : body + rec_size]
+            copy_bytes(hdr_out[n], 0, data, body, rec_size)
             cap = np.int64(hdr_out[n, 72]) | (np.int64(hdr_out[n, 73]) << 8)  # payload_cap
             cap = min(cap, np.int64(size) - rec_size)
-            pay_out[poff : poff + cap] = data[body + rec_size : body + rec_size + cap]
+            copy_bytes(pay_out, poff, data, body + rec_size, cap)
             pay_off[n] = poff
             poff += cap
             n += 1
