@@ -47,7 +47,10 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
         "_fill": (A(U8), A(I64), A(I64), A(I64), A(B), A(U8), A(U8, 2), A(U8, 2), A(U16), A(U16), A(U8), A(I64),
                   A(I64), A(U16), A(I64), A(I64), A(I64), RO),
     },
-    "capture.ebpf.ringbuf": {"_drain": (RO, I64, I64, I64, I64, A(U8, 2), A(U8), A(I64))},
+    "capture.ebpf.ringbuf": {
+        "_drain": (RO, I64, I64, I64, I64, I64, A(I64), A(U32), A(U32), A(U8), A(U32), A(U8), A(U8), A(U16), A(U16),
+                   A(U8), A(U32), A(U32), A(U16), A(I8), A(U32), A(I64), A(U32), A(U16), A(U8, 2), A(U8, 2), A(U8)),
+    },
     "decode.frames": {
         "decode_frames": (RO, A(I64), A(U32), A(U32), A(I64), A(I64), A(I64), A(U16), A(U8), A(U16), A(I64),
                           A(I64), A(U16), A(U32), A(U8), A(U8), A(U16), A(U16), A(U8), A(U32), A(U32), A(U16),

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bpfnetlog.capture.afpacket import _walk as afpacket_walk
-from bpfnetlog.capture.ebpf.record import REC
-from bpfnetlog.capture.ebpf.ringbuf import _drain as ring_drain
+from bpfnetlog.capture.ebpf.ringbuf import drain as ring_drain
 from bpfnetlog.capture.pcap import PcapReader
 from bpfnetlog.capture.pcapng_writer import PcapngWriter
 from bpfnetlog.decode.frames import decode
@@ -51,8 +50,7 @@ def warm_live() -> None:
     """The live sources' kernels, with the argument types they get there (no packets needed)."""
     i64, u32 = np.zeros(0, np.int64), np.zeros(0, np.uint32)
     ring = np.frombuffer(bytes(64), np.uint8)  # read-only, as the mmap'd ring
-    ring_drain(ring, 63, 0, 0, REC.itemsize, np.zeros((1, REC.itemsize), np.uint8), np.zeros(1, np.uint8),
-               np.zeros(1, np.int64))  # fmt: skip
+    ring_drain(ring, 63, 0, 0, 0)
     blocks = np.zeros(0, np.uint8)  # writable, as AF_PACKET's copied blocks
     afpacket_walk(blocks, i64, i64, u32, u32, i64, np.zeros(0, np.uint8))
     decode(blocks, i64, u32, u32, np.zeros(0, np.uint16), i64, i64, np.zeros(0, np.uint16), [],

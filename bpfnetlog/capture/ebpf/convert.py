@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
 from bpfnetlog.l4.flowkeys import group
-from bpfnetlog.packets import COLUMNS, Nic, PacketBatch
+from bpfnetlog.packets import Nic, PacketBatch
 
 
 class NicTable:
@@ -54,19 +53,10 @@ class NicTable:
             return list(self.nics)
 
 
-def to_batch(recs: np.ndarray, payload: np.ndarray, pay_off: np.ndarray, nics: NicTable,
-             first_frame: int) -> PacketBatch:
-    """One PacketBatch from ring records; kernel monotonic times become wall-clock ns."""
-    n = len(recs)
-    mono_to_wall = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    cols = {
-        "ts": recs["ts_ns"].astype(np.int64) + mono_to_wall,
-        "frame": np.arange(first_frame, first_frame + n, dtype=np.int64),
-        "nic": nics.indexes(recs["netns_id"], recs["ifindex"]),
-        "payload_off": pay_off,
-    }
-    for name in ("direction", "wire_len", "ip_version", "proto", "sport", "dport", "flags", "seq", "ack", "win",
-                 "wscale", "payload_len", "payload_cap", "gso_segs"):
-        cols[name] = recs[name].astype(COLUMNS[name])
-    return PacketBatch(cols=cols, src_ip=recs["saddr"].copy(), dst_ip=recs["daddr"].copy(), data=payload,
-                       nics=nics.snapshot())
+def to_batch(cols: dict[str, np.ndarray], src_ip: np.ndarray, dst_ip: np.ndarray, payload: np.ndarray,
+             nics: NicTable, first_frame: int) -> PacketBatch:
+    """One PacketBatch from the columns RingReader.read filled: frame numbers and NIC indexes added."""
+    n = len(src_ip)
+    cols["frame"] = np.arange(first_frame, first_frame + n, dtype=np.int64)
+    cols["nic"] = nics.indexes(cols.pop("netns_id"), cols.pop("ifindex"))
+    return PacketBatch(cols=cols, src_ip=src_ip, dst_ip=dst_ip, data=payload, nics=nics.snapshot())

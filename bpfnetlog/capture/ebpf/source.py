@@ -148,10 +148,11 @@ class EbpfSource:
             return rest
 
     def _read(self) -> PacketBatch:
-        recs, payload, pay_off = self._ring.read()
-        batch = to_batch(recs, payload, pay_off, self.nics, self._frames)
-        self._frames += len(recs)
-        self._received += len(recs)
+        # the kernel stamps CLOCK_MONOTONIC; records get wall-clock ns
+        shift = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        batch = to_batch(*self._ring.read(shift), self.nics, self._frames)
+        self._frames += len(batch)
+        self._received += len(batch)
         return batch
 
     def stats(self) -> "LiveStats":
