@@ -176,15 +176,17 @@ class Pipeline:
         retrans_any = (an.bits & ta.RETRANS_ANY) != 0
         batch.cols["l7_mark"] = np.full(len(batch), -1, np.int64)
         if self.fast is not None:
-            fast_want = want & tcp & ((c["payload_len"] > 0) | syn)
+            # only the packets it wants (payload or SYN): a bulk transfer given up on costs nothing here
+            fast = np.flatnonzero(want & tcp & ((c["payload_len"] > 0) | syn))
             to_py, mark = self.fast.feed(
-                an.slot.astype(np.int64), an.side.astype(np.int64), c["ts"], c["seq"].astype(np.int64), syn,
-                c["payload_off"].astype(np.int64), c["payload_cap"].astype(np.int64),
-                c["payload_len"].astype(np.int64), retrans_any.astype(np.int64), fast_want,
-                read_only(batch.data),
+                an.slot[fast].astype(np.int64), an.side[fast].astype(np.int64), c["ts"][fast],
+                c["seq"][fast].astype(np.int64), syn[fast], c["payload_off"][fast],
+                c["payload_cap"][fast].astype(np.int64), c["payload_len"][fast].astype(np.int64),
+                retrans_any[fast].astype(np.int64), np.ones(len(fast), np.bool_), read_only(batch.data),
             )  # fmt: skip
-            want &= ~tcp | to_py
-            self._fast_markers(an.slot, mark, batch.cols["l7_mark"])
+            want &= ~tcp
+            want[fast[to_py]] = True  # what the fast path left to the Python engine
+            self._fast_markers(an.slot, fast[mark >= 0], mark[mark >= 0], batch.cols["l7_mark"])
         sel = np.flatnonzero(want)
         if not len(sel):
             return
@@ -222,12 +224,12 @@ class Pipeline:
         nic, proto, ip_a, port_a, ip_b, port_b = key_parts(self.flows.keys[slot])
         return FlowRef(self.nics[nic], proto, ip_a, port_a, ip_b, port_b)
 
-    def _fast_markers(self, slots: np.ndarray, mark: np.ndarray, l7_mark: np.ndarray) -> None:
-        """The fast path's markers become ids into `fast_markers`, on the packets they mark."""
-        marked = np.flatnonzero(mark >= 0)
+    def _fast_markers(self, slots: np.ndarray, marked: np.ndarray, rows: np.ndarray, l7_mark: np.ndarray) -> None:
+        """The fast path's markers (message `rows` starting at packets `marked`) become ids into
+        `fast_markers`, on the packets they mark."""
         if not len(marked):
             return
-        l7_mark[marked] = self.fast_markers.add(self.fast.markers(mark[marked]))
+        l7_mark[marked] = self.fast_markers.add(self.fast.markers(rows))
         for slot in np.unique(slots[marked]).tolist():
             conn = self.conns[slot]
             conn.l7_proto = "http"
