@@ -5,9 +5,11 @@ on one veth pair. The capture runs as a user runs it, `bpfnetlog capture --netns
 (b's lo + veth0: every packet of the load is seen once, on b's veth0), and in the same
 run `tcpdump -i veth0 -w /dev/null` in b on the same load, for comparison:
 
-- throughput: iperf3 TCP a -> b without capture, with bpfnetlog, with tcpdump; veth
-  offloads on (TSO/GSO: the hooks see 64 kB GSO packets) and again with TSO/GSO off
-  (wire-sized packets, ~40x the packet rate); `--runs` runs each, medians;
+- throughput: iperf3 TCP a -> b without capture, with bpfnetlog, with tcpdump, and with
+  only bpfnetlog's tc programs and a reader that drops what it drains ("tc programs only":
+  the kernel side's share of the loss); veth offloads on (TSO/GSO: the hooks see 64 kB GSO
+  packets) and again with TSO/GSO off (wire-sized packets, ~40x the packet rate); `--runs`
+  runs each, medians;
 - packet rate: 64-byte UDP datagrams a -> b at increasing rates (frames written with
   AF_PACKET sendmmsg: iperf3 -u tops out near 100k packets/s here, a UDP socket near
   300k), dropped by nftables after the tc hook;
@@ -179,6 +181,43 @@ class Bpfnetlog(Tool):
             packets, dropped = r.sql("SELECT sum(packets), sum(dropped) FROM bpf_net_capture_stats").to_pylist()[0].values()
             l7 = r.sql("SELECT count(*) AS n FROM bpf_net_l7_log WHERE nic_name = 'veth0'").to_pylist()[0]["n"]
         return Seen(self.name, int(packets or 0), int(dropped or 0), self.cpu, l7, self.bpf_s)
+
+
+class ProgramsOnly(Bpfnetlog):
+    """bpfnetlog's tc programs and ring with a reader that drops every batch (`live.py programs NS`):
+    what the kernel side costs the load without the pipeline (throughput loads only)."""
+
+    name = "tc programs only"
+
+    def start(self) -> None:
+        self.stats_were = BPF_STATS.read_text().strip()
+        BPF_STATS.write_text("1")
+        self.log = f"programs-{time.monotonic_ns()}.log"
+        self.proc = self.lab.spawn(None, [sys.executable, str(Path(__file__).resolve()), "programs", self.ns.name],
+                                   log=self.log)  # fmt: skip
+        wait_for(lambda: hooked(self.ns, "veth0") or self.proc.poll() is not None, 90, "the tc programs to attach")
+
+    def stop(self) -> Seen:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(60)
+        BPF_STATS.write_text(self.stats_were)
+        out = (self.lab.tmp / self.log).read_text()
+        if code != 0:
+            raise RuntimeError(f"the programs-only reader exited {code}: {out}")
+        counts = json.loads(out.strip().splitlines()[-1])
+        return Seen(self.name, counts["records"], counts["dropped"], self.cpu, -1, self.bpf_s)
+
+
+def _programs_only(netns: str) -> None:
+    """The ProgramsOnly reader: attach to `netns`, drain the ring until SIGTERM, print the counts."""
+    from bpfnetlog.capture.ebpf.source import EbpfSource
+
+    src = EbpfSource(netns=[netns])
+    src.start()
+    signal.signal(signal.SIGTERM, lambda *_: src.stop())  # batches() then ends with the ring's rest
+    records = sum(len(b) for b in src.batches(timeout_s=0.5))
+    print(json.dumps({"records": records, "dropped": src.stats().dropped}), flush=True)
 
 
 class Tcpdump(Tool):
@@ -358,7 +397,8 @@ def under(lab2: Lab2, tool: type[Tool] | None, work: Path,
 
 
 def bench_throughput(lab2: Lab2, work: Path, seconds: float, runs: int) -> list[Row]:
-    """iperf3 with offloads on, then off; each under no capture, bpfnetlog, tcpdump.
+    """iperf3 with offloads on, then off; each under no capture, bpfnetlog, tcpdump, and
+    bpfnetlog's tc programs alone (ProgramsOnly: how much of the loss is the kernel side).
 
     The tools take turns run by run (none, bpfnetlog, tcpdump, none, ...): this VM's speed
     drifts by 10% and more within minutes, and a drift must not land on one tool's runs only.
@@ -370,7 +410,7 @@ def bench_throughput(lab2: Lab2, work: Path, seconds: float, runs: int) -> list[
         values: dict[str, list[float]] = {}
         seen: dict[str, list[Seen]] = {}
         for _ in range(runs):
-            for tool in TOOLS:
+            for tool in [*TOOLS, ProgramsOnly]:
                 name = tool.name if tool else "none"
                 v, s = under(lab2, tool, work, lambda: [iperf3_gbps(lab2, seconds)])
                 values.setdefault(name, []).extend(v)
@@ -504,5 +544,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "send":
         print(json.dumps(_sendmmsg_sender(sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))))
+    elif len(sys.argv) == 3 and sys.argv[1] == "programs":
+        _programs_only(sys.argv[2])
     else:
         main()
