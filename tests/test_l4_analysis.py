@@ -214,3 +214,27 @@ def test_chunks_hold_at_most_256_packets(tmp_path: Path) -> None:
     ft, batch, an = analyze(path)
     assert an.chunk.tolist() == [0] * 256 + [1] * 47
     assert an.idx.tolist() == list(range(303))
+
+
+def test_pending_rows_sorted_by_slot_chunk_idx() -> None:
+    """PendingPackets.take returns rows by (slot, chunk, idx) whether or not they arrived in
+    that order within a slot (the fast path trusts arrival order only after checking it)."""
+    import numpy as np
+
+    from bpfnetlog.l4.chunks import _order
+
+    rng = np.random.default_rng(7)
+    slot = rng.integers(0, 50, 5000)
+    chunk, idx = np.zeros(5000, np.int64), np.zeros(5000, np.int64)
+    for s in range(50):  # arrival order: each slot's packets numbered in turn, 256 a chunk
+        rows = np.flatnonzero(slot == s)
+        idx[rows] = np.arange(len(rows)) + 3000  # idx counts a connection's packets: > 1,024 too
+        chunk[rows] = idx[rows] // 256
+    expect = np.lexsort((idx, chunk, slot))
+    assert np.array_equal(_order(slot, chunk, idx), expect)
+    swapped = idx.copy()
+    a, b = np.flatnonzero(slot == 3)[:2]
+    swapped[a], swapped[b] = swapped[b], swapped[a]  # one slot's rows out of arrival order
+    assert np.array_equal(_order(slot, chunk, swapped), np.lexsort((swapped, chunk, slot)))
+    big = slot + 70_000  # slots beyond 16 bits
+    assert np.array_equal(_order(big, chunk, idx), np.lexsort((idx, chunk, big)))

@@ -68,11 +68,19 @@ def sorted_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _order(slot: np.ndarray, chunk: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """The permutation sorting rows by (slot, chunk, idx): one sort of a packed key where the
-    three fit in 63 bits (2M slots, 4G chunks, 1,024 packets a chunk), else lexsort."""
-    if len(slot) and slot.max() < 1 << 21 and chunk.max() < 1 << 32 and idx.max() < 1 << 10:
-        key = (slot.astype(np.int64) << 42) | (chunk.astype(np.int64) << 10) | idx.astype(np.int64)
-        return np.argsort(key, kind="stable")
+    """The permutation sorting rows by (slot, chunk, idx).
+
+    Rows are kept in arrival order, in which one connection's (chunk, idx) only grows: a stable
+    sort by slot alone is enough, and on 16-bit slots numpy's is a radix sort (~10x faster than
+    a lexsort). Checked, not assumed: if a slot's rows are out of order, lexsort.
+    (idx counts the connection's packets, so the three do not fit one packed 64-bit key.)"""
+    if len(slot) and slot.max() < 1 << 16:
+        order = np.argsort(slot.astype(np.uint16), kind="stable")
+        s, c, i = slot[order], chunk[order], idx[order]
+        same = s[1:] == s[:-1]
+        back = (c[1:] < c[:-1]) | ((c[1:] == c[:-1]) & (i[1:] < i[:-1]))
+        if not np.any(same & back):
+            return order
     return np.lexsort((idx, chunk, slot))
 
 
