@@ -69,7 +69,7 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
     "l7.http1_kernel": {
         "_is_secret": (RO, I64, I64),
         "run": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), A(U8), RO, A(I64), A(I64), A(I64), A(I64), A(B),
-                A(I64), A(I64), A(I64), A(I64), A(B), I64, A(B), A(I64), A(I64), A(I64, 2)),
+                A(I64), A(I64), A(I64), A(I64), I64, A(B), A(I64), A(I64), A(I64, 2)),
         "close": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), I64),
         "expire": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), I64),
         "compact": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64), A(U8), A(B), A(I64)),

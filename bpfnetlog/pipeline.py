@@ -182,11 +182,12 @@ class Pipeline:
                 an.slot[fast].astype(np.int64), an.side[fast].astype(np.int64), c["ts"][fast],
                 c["seq"][fast].astype(np.int64), syn[fast], c["payload_off"][fast],
                 c["payload_cap"][fast].astype(np.int64), c["payload_len"][fast].astype(np.int64),
-                retrans_any[fast].astype(np.int64), np.ones(len(fast), np.bool_), read_only(batch.data),
+                retrans_any[fast].astype(np.int64), read_only(batch.data),
             )  # fmt: skip
             want &= ~tcp
             want[fast[to_py]] = True  # what the fast path left to the Python engine
-            self._fast_markers(an.slot, fast[mark >= 0], mark[mark >= 0], batch.cols["l7_mark"])
+            starts = mark >= 0
+            self._fast_markers(an.slot, fast[starts], mark[starts], batch.cols["l7_mark"])
         sel = np.flatnonzero(want)
         if not len(sel):
             return

@@ -68,8 +68,8 @@ class FastHttp:
         return slot < len(self.cs) and self.cs[slot, k.C_OWN] == k.FAST
 
     # -- packets ----------------------------------------------------------------------
-    def feed(self, slot, side, ts, seq, syn, poff, pcap, plen, retrans, want, data: np.ndarray):
-        """One batch's TCP packets (`want`: payload or SYN); (to the engine, marker rows) per packet."""
+    def feed(self, slot, side, ts, seq, syn, poff, pcap, plen, retrans, data: np.ndarray):
+        """A batch's TCP packets with payload or SYN; (to the engine, marker rows) per packet."""
         n = len(slot)
         heads, dups = int(self.cnt[k.K_HEADS]), int(self.cnt[k.K_DUPS])
         to_py = np.zeros(n, np.bool_)
@@ -78,7 +78,7 @@ class FastHttp:
         start = 0
         while start < n:
             start = k.run(self.cs, self.q, self.ms, self.rs, self.cnt, self.arena, data, slot, side, ts, seq, syn,
-                          poff, pcap, plen, retrans, want, start, to_py, mark, bailed, self.heads)  # fmt: skip
+                          poff, pcap, plen, retrans, start, to_py, mark, bailed, self.heads)  # fmt: skip
             if start < n:
                 self._grow(int(plen[start]))
         if bailed[0]:

@@ -538,9 +538,9 @@ def _duplicate(cs, q, ms, slot: int, side: int, off: int, plen: int, rt: int) ->
 
 
 @entry
-def run(cs, q, ms, rs, cnt, arena, d, slot_a, side_a, ts_a, seq_a, syn_a, poff_a, pcap_a, plen_a, rt_a, want_a,
-        start: int, to_py, mark, bailed, hi) -> int:  # fmt: skip
-    """Packets start.. of a batch; returns the index to resume from when tables are full, else len.
+def run(cs, q, ms, rs, cnt, arena, d, slot_a, side_a, ts_a, seq_a, syn_a, poff_a, pcap_a, plen_a, rt_a, start: int,
+        to_py, mark, bailed, hi) -> int:  # fmt: skip
+    """Packets start.. of a batch (those with payload or SYN); returns the index to resume from when tables are full, else len.
 
     to_py[i]: packet i goes to the Python engine; mark[i]: message row starting at
     packet i's first byte; bailed: slots handed over in this call (0: how many);
@@ -548,8 +548,6 @@ def run(cs, q, ms, rs, cnt, arena, d, slot_a, side_a, ts_a, seq_a, syn_a, poff_a
     """
     n = len(slot_a)
     for i in range(start, n):
-        if not want_a[i]:
-            continue
         slot, side = slot_a[i], side_a[i]
         own = cs[slot, C_OWN]
         if own == PYTHON:
