@@ -28,7 +28,7 @@ O_TS, O_IFINDEX, O_NETNS, O_WIRE, O_PLEN, O_SEQ, O_ACK, O_SADDR, O_DADDR = (
 O_SPORT, O_DPORT, O_WIN, O_GSO, O_CAP, O_DIR, O_PROTO, O_IPV, O_FLAGS, O_WSCALE = (
     _O[f] for f in ("sport", "dport", "win", "gso_segs", "payload_cap", "direction", "proto", "ip_version", "flags",
                     "wscale"))  # fmt: skip
-# the columns `read` fills: PacketBatch's (packets.COLUMNS) but frame/nic, plus where each record came from
+# the PacketBatch columns (packets.COLUMNS) `drain` fills: all but frame and nic, which convert.to_batch adds
 RING_COLUMNS = ("ts", "direction", "wire_len", "ip_version", "proto", "sport", "dport", "flags", "seq", "ack", "win",
                 "wscale", "payload_len", "payload_off", "payload_cap", "gso_segs")  # fmt: skip
 
@@ -80,7 +80,8 @@ def _drain(data, mask, cons, prod, rec_size, ts_shift, ts, netns, ifindex, direc
     return cons, n, poff
 
 
-def drain(data: np.ndarray, mask: int, cons: int, prod: int, ts_shift: int) -> tuple:
+def drain(data: np.ndarray, mask: int, cons: int, prod: int,
+          ts_shift: int) -> tuple[int, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """(new consumer position, RING_COLUMNS + netns_id and ifindex, source and destination
     addresses (n, 16), payload bytes) of the records in [cons, prod); ts_shift as `_drain` takes it."""
     pending = prod - cons
@@ -97,7 +98,7 @@ def drain(data: np.ndarray, mask: int, cons: int, prod: int, ts_shift: int) -> t
 
 
 class RingReader:
-    """Reads a BPF_MAP_TYPE_RINGBUF map by fd; `read()` returns header records and payload bytes."""
+    """Reads a BPF_MAP_TYPE_RINGBUF map by fd; `read()` drains it into batch columns (`drain`)."""
 
     def __init__(self, map_fd: int, size: int):
         page = mmap.PAGESIZE
@@ -130,9 +131,10 @@ class RingReader:
 
     def read(self, ts_shift: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
         """`drain` of the pending records, and their space released."""
-        new_cons, *out = drain(self._data, self._mask, int(self._cons[0]), int(self._prod[0]), ts_shift)
+        new_cons, cols, src, dst, payload = drain(self._data, self._mask, int(self._cons[0]), int(self._prod[0]),
+                                                  ts_shift)  # fmt: skip
         self._cons[0] = new_cons  # x86 does not move the loads above past this store
-        return tuple(out)  # type: ignore[return-value]
+        return cols, src, dst, payload
 
     def close(self) -> None:
         self._epoll.close()
