@@ -154,14 +154,19 @@ class Bpfnetlog(Tool):
         self.bpf_s += bpf_run_seconds() - before
 
     def start(self) -> None:
-        self.stats_were = BPF_STATS.read_text().strip()
-        BPF_STATS.write_text("1")
         self.store = self.work / f"store-{time.monotonic_ns()}"
         argv = [str(BNL), "capture", "--store", str(self.store), "--netns", self.ns.name, "--flush-interval", "1"]
-        self.proc = self.lab.spawn(None, argv, log=f"{self.store.name}.log")
-        wait_for(lambda: hooked(self.ns, "veth0") or self.proc.poll() is not None, 90, "bpfnetlog capture to attach")
+        self._spawn_attached(argv, f"{self.store.name}.log", "bpfnetlog capture")
+
+    def _spawn_attached(self, argv: list[str], log: str, what: str) -> None:
+        """Start `argv` with bpf_stats on (restored by stop) and wait for its hooks on b's veth0."""
+        self.stats_were = BPF_STATS.read_text().strip()
+        BPF_STATS.write_text("1")
+        self.log = log
+        self.proc = self.lab.spawn(None, argv, log=log)
+        wait_for(lambda: hooked(self.ns, "veth0") or self.proc.poll() is not None, 90, f"{what} to attach")
         if self.proc.poll() is not None:
-            raise RuntimeError((self.lab.tmp / f"{self.store.name}.log").read_text())
+            raise RuntimeError((self.lab.tmp / log).read_text())
 
     def stop(self) -> Seen:
         from bpfnetlog.store.reader import DuckDBStoreReader
@@ -176,7 +181,7 @@ class Bpfnetlog(Tool):
         code = self.lab.stop(self.proc, signal.SIGTERM, timeout=5)
         BPF_STATS.write_text(self.stats_were)
         if code != 0:
-            raise RuntimeError(f"bpfnetlog capture exited {code}: {(self.lab.tmp / f'{self.store.name}.log').read_text()}")
+            raise RuntimeError(f"bpfnetlog capture exited {code}: {(self.lab.tmp / self.log).read_text()}")
         with DuckDBStoreReader(self.store) as r:
             packets, dropped = r.sql("SELECT sum(packets), sum(dropped) FROM bpf_net_capture_stats").to_pylist()[0].values()
             l7 = r.sql("SELECT count(*) AS n FROM bpf_net_l7_log WHERE nic_name = 'veth0'").to_pylist()[0]["n"]
@@ -190,12 +195,8 @@ class ProgramsOnly(Bpfnetlog):
     name = "tc programs only"
 
     def start(self) -> None:
-        self.stats_were = BPF_STATS.read_text().strip()
-        BPF_STATS.write_text("1")
-        self.log = f"programs-{time.monotonic_ns()}.log"
-        self.proc = self.lab.spawn(None, [sys.executable, str(Path(__file__).resolve()), "programs", self.ns.name],
-                                   log=self.log)  # fmt: skip
-        wait_for(lambda: hooked(self.ns, "veth0") or self.proc.poll() is not None, 90, "the tc programs to attach")
+        argv = [sys.executable, str(Path(__file__).resolve()), "programs", self.ns.name]
+        self._spawn_attached(argv, f"programs-{time.monotonic_ns()}.log", "the programs-only reader")
 
     def stop(self) -> Seen:
         assert self.proc is not None
