@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 # The modules that hold kernels, and those whose constants or helpers the kernels bake in.
 KERNEL_MODULES = ("capture.pcap", "capture.afpacket", "capture.pcapng_writer", "capture.ebpf.ringbuf",
-                  "decode.frames", "l4.flowkeys", "l4.tcp_analysis", "l7.http1_kernel")  # fmt: skip
+                  "decode.frames", "l4.chunks", "l4.flowkeys", "l4.tcp_analysis", "l7.http1_kernel")  # fmt: skip
 CONSTANT_MODULES = ("compiled", "packets", "l7.http1", "capture.ebpf.record")
 EXTENSION = "_kernels"
 DIGEST_FILE = HERE / f"{EXTENSION}.sources"

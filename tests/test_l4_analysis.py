@@ -238,3 +238,51 @@ def test_pending_rows_sorted_by_slot_chunk_idx() -> None:
     assert np.array_equal(_order(slot, chunk, swapped), np.lexsort((swapped, chunk, slot)))
     big = slot + 70_000  # slots beyond 16 bits
     assert np.array_equal(_order(big, chunk, idx), np.lexsort((idx, chunk, big)))
+
+
+def test_chunk_sums_equal_a_row_by_row_count() -> None:
+    """The compiled chunk_sums against the L4 fields counted row by row in plain Python."""
+    import numpy as np
+
+    from bpfnetlog.l4.chunks import chunk_sums
+    from bpfnetlog.packets import RST, SYN
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    slot = np.sort(rng.integers(0, 30, n)).astype(np.int32)
+    chunk = np.concatenate([np.sort(rng.integers(0, 3, k)) for k in np.bincount(slot)]).astype(np.int32)
+    rows = {"slot": slot, "chunk": chunk, "side": rng.integers(0, 2, n).astype(np.uint8),
+            "bits": rng.integers(0, 1 << 16, n).astype(np.uint16),
+            "payload_len": rng.choice([0, 0, 1, 1448, 65000], n).astype(np.uint32),
+            "flags": rng.integers(0, 256, n).astype(np.uint8),
+            "rtt": np.where(rng.random(n) < 0.3, rng.integers(1, 10**9, n), 0).astype(np.int64),
+            "seq": rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32),
+            "ts": np.sort(rng.integers(0, 10**12, n)).astype(np.int64)}  # fmt: skip
+    src_side = rng.integers(-1, 2, 30).astype(np.int64)  # -1: side not known yet, every row rx
+    got = chunk_sums(rows, src_side)
+    keys = sorted(set(zip(slot.tolist(), chunk.tolist())))
+    assert list(zip(got["slot"].tolist(), got["chunk_id"].tolist())) == keys
+    for c, (s, k) in enumerate(keys):
+        at = [i for i in range(n) if slot[i] == s and chunk[i] == k]
+        r = {name: [int(rows[name][i]) for i in at] for name in rows}
+        tx = [side == src_side[s] for side in r["side"]]
+        retrans = [(b & ta.RETRANS_ANY) != 0 for b in r["bits"]]
+        for side, mine in (("tx", True), ("rx", False)):
+            sel = [i for i in range(len(at)) if tx[i] == mine]
+            assert got[f"{side}_packets"][c] == len(sel)
+            assert got[f"{side}_bytes"][c] == sum(r["payload_len"][i] for i in sel)
+            assert got[f"{side}_retrans"][c] == sum(retrans[i] for i in sel)
+            assert got[f"{side}_rst"][c] == sum(r["flags"][i] & RST != 0 for i in sel)
+            assert got[f"{side}_zero_win"][c] == sum(r["bits"][i] & ta.A_ZERO_WIN != 0 for i in sel)
+            lo = min((r["seq"][i] for i in sel), default=0)
+            hi = max((r["seq"][i] + r["payload_len"][i] for i in sel), default=0)
+            assert (got[f"{side}_seq_min"][c], got[f"{side}_seq_max"][c]) == (lo, hi)
+        assert got["tcp_syn_retrans"][c] == sum(rt and f & SYN != 0 for rt, f in zip(retrans, r["flags"]))
+        assert got["dup_ack"][c] == sum(b & ta.A_DUP_ACK != 0 for b in r["bits"])
+        assert got["out_of_order"][c] == sum(b & ta.A_OUT_OF_ORDER != 0 for b in r["bits"])
+        assert got["lost_segment"][c] == sum(b & ta.A_LOST_SEG != 0 for b in r["bits"])
+        assert got["syn_in_chunk"][c] == any(f & SYN for f in r["flags"])
+        samples = [x for x in r["rtt"] if x > 0]
+        assert got["tcp_rtt"][c] == (sum(samples) // len(samples) // 1000 if samples else 0)
+        assert (got["first"][c], got["count"][c]) == (at[0], len(at))
+        assert (got["start_time"][c], got["end_time"][c]) == (r["ts"][0], r["ts"][-1])
