@@ -13,11 +13,13 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from bpfnetlog.capture.afpacket import _walk as afpacket_walk
-from bpfnetlog.capture.ebpf.ringbuf import drain as ring_drain
+from bpfnetlog.capture.ebpf.record import REC
+from bpfnetlog.capture.ebpf.ringbuf import HDR, drain as ring_drain
 from bpfnetlog.capture.pcap import PcapReader
 from bpfnetlog.capture.pcapng_writer import PcapngWriter
 from bpfnetlog.decode.frames import decode
@@ -49,8 +51,10 @@ def warm(pcap: Path) -> int:
 def warm_live() -> None:
     """The live sources' kernels, with the argument types they get there (no packets needed)."""
     i64, u32 = np.zeros(0, np.int64), np.zeros(0, np.uint32)
-    ring = np.frombuffer(bytes(64), np.uint8)  # read-only, as the mmap'd ring
-    ring_drain(ring, 63, 0, 0, 0)
+    one = np.zeros(128, np.uint8)  # one empty record: header (its length) + REC
+    one[:4] = np.frombuffer(np.uint32(REC.itemsize).tobytes(), np.uint8)
+    ring = SimpleNamespace(data=np.frombuffer(one.tobytes(), np.uint8), mask=127, cons=0, prod=HDR + REC.itemsize)
+    ring_drain([ring, ring], 0)  # read-only data, as the mmap'd rings; two: the merge runs too
     blocks = np.zeros(0, np.uint8)  # writable, as AF_PACKET's copied blocks
     afpacket_walk(blocks, i64, i64, u32, u32, i64, np.zeros(0, np.uint8))
     decode(blocks, i64, u32, u32, np.zeros(0, np.uint16), i64, i64, np.zeros(0, np.uint16), [],

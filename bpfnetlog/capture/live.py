@@ -44,7 +44,7 @@ class LiveSource:
         self.notice = ""  # why auto fell back, for the CLI to print
         self._args = dict(filter=filter, ifaces=ifaces, netns=netns, payload_snaplen=payload_snaplen,
                           rescan_s=rescan_s)
-        self._ebpf_args = dict(ring_bytes=ring_bytes, attach_mode=attach_mode)  # one ring for all NICs
+        self._ebpf_args = dict(ring_bytes=ring_bytes, attach_mode=attach_mode)  # rings (one per CPU) for all NICs
         self._afpacket_args = dict(ring_bytes=afpacket_ring_bytes)  # per NIC, pinned kernel memory
         self._src: EbpfSource | None = None
         self._old_sigterm = None

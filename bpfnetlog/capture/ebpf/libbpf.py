@@ -76,6 +76,8 @@ for _name, _res, _args in [
     ("bpf_map__fd", _I, [_P]),
     ("bpf_map__reuse_fd", _I, [_P, _I]),
     ("bpf_map__set_max_entries", _I, [_P, _U32]),
+    ("bpf_map__set_inner_map_fd", _I, [_P, _I]),
+    ("bpf_map_create", _I, [_I, ctypes.c_char_p, _U32, _U32, _U32, _P]),
     ("bpf_map__initial_value", _P, [_P, ctypes.POINTER(_S)]),
     ("bpf_program__fd", _I, [_P]),
     ("bpf_link_create", _I, [_I, _I, _I, _P]),

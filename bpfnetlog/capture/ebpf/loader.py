@@ -4,7 +4,8 @@ A tc program cannot tell which namespace it runs in on every kernel (the
 netns-cookie helper for tc is recent), and ifindexes repeat across namespaces
 (every `lo` is 1). So each namespace gets its own copy of the programs with its
 `netns_id` in .rodata; the first copy creates the maps, later copies reuse
-their fds, so there is one ring, one flow table and one filter.
+their fds, so there is one set of rings (one per CPU, made by `create_rings`),
+one flow table and one filter.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from bpfnetlog.capture.ebpf.libbpf import BPF_ANY, BatchOpts, BpfError, check, c
 from bpfnetlog.capture.ebpf.record import CONFIG, FLOW_KEY, FLOW_VAL, LPM_KEY, MAX_SNAPLEN, STAT_MAX
 from bpfnetlog.capture.errors import CaptureError
 
-MAPS = ("ring", "flows", "quiet", "stats", "filter", "filter_addr", "filter_port")
+MAPS = ("rings", "flows", "quiet", "stats", "filter", "filter_addr", "filter_port")
 # (direction, link has no L2 header) -> program name in netlog.bpf.c
 PROGRAMS = {(1, False): "netlog_ingress", (2, False): "netlog_egress", (1, True): "netlog_in_l3", (2, True): "netlog_eg_l3"}
 OBJECT_ENV = "BPFNETLOG_BPF_OBJECT"
+BPF_MAP_TYPE_RINGBUF = 27
 
 
 def object_path() -> Path:
@@ -46,15 +48,20 @@ class NetlogObject:
     """One loaded copy of the object; `prog_fd(direction, l3)` gives what to attach."""
 
     def __init__(self, path: Path, netns_id: int, snaplen: int, shared: dict[str, int] | None,
-                 ring_bytes: int, flow_entries: int):
+                 ring_fds: dict[int, int], flow_entries: int):
+        """`shared`: the first copy's map fds (None for the first copy, which creates the maps and
+        puts `ring_fds` (CPU -> ring, `create_rings`) into `rings`)."""
         self._obj = check_ptr(lib.bpf_object__open_file(str(path).encode(), None), f"open {path}")
         try:
-            self._configure(netns_id, snaplen, shared, ring_bytes, flow_entries)
+            self._configure(netns_id, snaplen, shared, ring_fds, flow_entries)
             ret = lib.bpf_object__load(self._obj)
             if ret < 0:
                 check(ret, f"load {path.name} (the kernel needs BPF ring buffers and tc BPF: Linux >= 5.8)", True)
             self.map_fds = {m: lib.bpf_map__fd(self._map(m)) for m in MAPS}
             self._progs = {k: lib.bpf_program__fd(self._prog(n)) for k, n in PROGRAMS.items()}
+            if not shared:
+                for cpu, fd in ring_fds.items():
+                    map_update(self.map_fds["rings"], np.array([cpu], np.uint32), np.array([fd], np.uint32), "rings")
         except BaseException:
             lib.bpf_object__close(self._obj)
             raise
@@ -66,7 +73,7 @@ class NetlogObject:
         return check_ptr(lib.bpf_object__find_program_by_name(self._obj, name.encode()), f"program {name}")
 
     def _configure(self, netns_id: int, snaplen: int, shared: dict[str, int] | None,
-                   ring_bytes: int, flow_entries: int) -> None:
+                   ring_fds: dict[int, int], flow_entries: int) -> None:
         size = ctypes.c_size_t()
         ptr = check_ptr(lib.bpf_map__initial_value(self._map(".rodata"), ctypes.byref(size)), ".rodata")
         if size.value != CONFIG.itemsize:
@@ -78,7 +85,9 @@ class NetlogObject:
             for name, fd in shared.items():
                 check(lib.bpf_map__reuse_fd(self._map(name), fd), f"reuse map {name}")
         else:
-            check(lib.bpf_map__set_max_entries(self._map("ring"), ring_bytes), "ring size")
+            rings = self._map("rings")
+            check(lib.bpf_map__set_max_entries(rings, num_possible_cpus()), "ring count")
+            check(lib.bpf_map__set_inner_map_fd(rings, next(iter(ring_fds.values()))), "ring template")
             check(lib.bpf_map__set_max_entries(self._map("flows"), flow_entries), "flow table size")
 
     def prog_fd(self, direction: int, l3: bool) -> int:
@@ -87,6 +96,32 @@ class NetlogObject:
     def close(self) -> None:
         """Release this copy; attached links keep their program until they are closed."""
         lib.bpf_object__close(self._obj)
+
+
+def online_cpus() -> list[int]:
+    """The CPUs online now (/sys/devices/system/cpu/online, e.g. "0-3,6")."""
+    cpus: list[int] = []
+    for part in Path("/sys/devices/system/cpu/online").read_text().strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def create_rings(cpus: list[int], size: int) -> dict[int, int]:
+    """CPU -> fd of a new BPF ring buffer of `size` bytes (a power of two, >= a page): the
+    programs write to the ring of the CPU they run on. Only for `cpus` (those online): a VM's
+    possible CPUs can be many more, and a ring's memory is allocated whole. A CPU without a ring
+    (one brought online later) has its records counted as ring drops. The caller closes the fds."""
+    fds: dict[int, int] = {}
+    try:
+        for cpu in cpus:
+            fds[cpu] = check(lib.bpf_map_create(BPF_MAP_TYPE_RINGBUF, f"netlog_ring{cpu}".encode(), 0, 0, size, None),
+                             f"create the ring buffer of CPU {cpu}")  # fmt: skip
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
 
 
 def map_update(fd: int, key: np.ndarray, value: np.ndarray, what: str) -> None:

@@ -1,4 +1,5 @@
-"""BPF ring buffer consumer: mmap + one numba loop per batch, no per-packet Python.
+"""BPF ring buffer consumer: the per-CPU rings mmapped, merged in time order by two compiled
+loops per ring and batch, no per-packet Python.
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (mapped
 read-write), page 1 the producer position, then the data area mapped twice in
@@ -43,14 +44,10 @@ def _le(d, p: int, n: int) -> int:
 
 
 @entry
-def _drain(data, mask, cons, prod, rec_size, ts_shift, ts, netns, ifindex, direction, wire_len, ip_version, proto,
-           sport, dport, flags, seq, ack, win, wscale, payload_len, payload_off, payload_cap, gso_segs, src_ip, dst_ip,
-           pay_out):  # fmt: skip
-    """Records [cons, prod) straight into columns (one pass, no intermediate copy of the headers),
-    their payloads into pay_out; stops at a busy record or when the columns are full.
-    ts_shift: CLOCK_REALTIME - CLOCK_MONOTONIC (the kernel stamps monotonic time)."""
+def _stamps(data, mask, cons, prod, rec_size, ts):  # type: ignore[no-untyped-def]
+    """Times of the records in [cons, prod), up to len(ts) of them; stops at a busy record.
+    Returns (position after the last one walked, count): `_drain` then walks the same ones."""
     n = 0
-    poff = 0
     while cons < prod and n < len(ts):
         p = cons & mask
         ln = np.uint32(_le(data, p, 4))
@@ -58,7 +55,28 @@ def _drain(data, mask, cons, prod, rec_size, ts_shift, ts, netns, ifindex, direc
             break
         size = ln & ~np.uint32(BUSY | DISCARD)
         if not (ln & DISCARD) and size >= rec_size:
+            ts[n] = _le(data, p + HDR + O_TS, 8)
+            n += 1
+        cons += (np.int64(size) + HDR + 7) & ~np.int64(7)
+    return cons, n
+
+
+@entry
+def _drain(data, mask, cons, stop, rec_size, ts_shift, dest, poff, ts, netns, ifindex, direction, wire_len,
+           ip_version, proto, sport, dport, flags, seq, ack, win, wscale, payload_len, payload_off, payload_cap,
+           gso_segs, src_ip, dst_ip, pay_out):  # fmt: skip
+    """The records `_stamps` walked in [cons, stop) straight into columns, the k-th at row dest[k]
+    (rows of several rings interleave in time order); payloads into pay_out from `poff` on.
+    Returns where the payloads end. ts_shift: CLOCK_REALTIME - CLOCK_MONOTONIC (the kernel
+    stamps monotonic time)."""
+    k = 0
+    while cons < stop:
+        p = cons & mask
+        ln = np.uint32(_le(data, p, 4))
+        size = ln & ~np.uint32(BUSY | DISCARD)
+        if not (ln & DISCARD) and size >= rec_size:
             b = p + HDR
+            n = dest[k]
             ts[n] = _le(data, b + O_TS, 8) + ts_shift
             netns[n], ifindex[n] = _le(data, b + O_NETNS, 4), _le(data, b + O_IFINDEX, 4)
             wire_len[n], payload_len[n] = _le(data, b + O_WIRE, 4), _le(data, b + O_PLEN, 4)
@@ -75,46 +93,99 @@ def _drain(data, mask, cons, prod, rec_size, ts_shift, ts, netns, ifindex, direc
             payload_cap[n] = cap
             payload_off[n] = poff
             poff += cap
-            n += 1
+            k += 1
         cons += (np.int64(size) + HDR + 7) & ~np.int64(7)
-    return cons, n, poff
-
-
-def drain(data: np.ndarray, mask: int, cons: int, prod: int,
-          ts_shift: int) -> tuple[int, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """(new consumer position, RING_COLUMNS + netns_id and ifindex, source and destination
-    addresses (n, 16), payload bytes) of the records in [cons, prod); ts_shift as `_drain` takes it."""
-    pending = prod - cons
-    nmax = min(pending // (HDR + REC.itemsize), MAX_RECORDS)
-    c = {name: np.empty(nmax, COLUMNS[name]) for name in RING_COLUMNS}
-    c["netns_id"], c["ifindex"] = np.empty(nmax, np.uint32), np.empty(nmax, np.uint32)
-    src, dst = np.empty((nmax, 16), np.uint8), np.empty((nmax, 16), np.uint8)
-    pay = np.empty(pending, np.uint8)  # untouched pages cost no memory
-    new_cons, n, used = _drain(data, mask, cons, prod, REC.itemsize, ts_shift, c["ts"], c["netns_id"], c["ifindex"],
-                               c["direction"], c["wire_len"], c["ip_version"], c["proto"], c["sport"], c["dport"],
-                               c["flags"], c["seq"], c["ack"], c["win"], c["wscale"], c["payload_len"],
-                               c["payload_off"], c["payload_cap"], c["gso_segs"], src, dst, pay)  # fmt: skip
-    return new_cons, {k: v[:n] for k, v in c.items()}, src[:n], dst[:n], pay[:used]
+    return poff
 
 
 class RingReader:
-    """Reads a BPF_MAP_TYPE_RINGBUF map by fd; `read()` drains it into batch columns (`drain`)."""
+    """The mmaps of one BPF_MAP_TYPE_RINGBUF map, by fd."""
 
     def __init__(self, map_fd: int, size: int):
         page = mmap.PAGESIZE
+        self.fd = map_fd
         self._cons_mm = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._prod_mm = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._cons = np.frombuffer(self._cons_mm, np.uint64, 1)
         whole = np.frombuffer(self._prod_mm, np.uint8)
         self._prod = whole[:8].view(np.uint64)
-        self._data = whole[page:]
-        self._mask = size - 1
+        self.data = whole[page:]
+        self.mask = size - 1
+
+    @property
+    def cons(self) -> int:
+        return int(self._cons[0])
+
+    @property
+    def prod(self) -> int:
+        return int(self._prod[0])
+
+    def release(self, cons: int) -> None:
+        """Give the space before `cons` back to the kernel."""
+        self._cons[0] = cons  # x86 does not move the loads above past this store
+
+    def close(self) -> None:
+        del self._cons, self._prod, self.data
+        gc.collect()  # views of the maps can sit in reference cycles; mmap.close() refuses then
+        self._cons_mm.close()
+        self._prod_mm.close()
+
+
+def drain(rings: list[RingReader],
+          ts_shift: int) -> tuple[list[int], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """(each ring's new consumer position, RING_COLUMNS + netns_id and ifindex, source and
+    destination addresses (n, 16), payload bytes) of the records pending in `rings`, in time order.
+
+    Every producer position is read first, so a record that comes later on one ring cannot
+    precede (in the batch) one from an earlier moment on another. `_stamps` takes each ring's
+    times, a stable sort of all of them gives every record its row, `_drain` writes it there:
+    one merge, no second copy of the columns."""
+    prods = [r.prod for r in rings]
+    stamps, stops = [], []
+    for r, prod in zip(rings, prods):
+        ts = np.empty(min((prod - r.cons) // (HDR + REC.itemsize), MAX_RECORDS), np.int64)
+        stop, n = _stamps(r.data, r.mask, r.cons, prod, REC.itemsize, ts)
+        stamps.append(ts[:n])
+        stops.append(stop)
+    counts = [len(t) for t in stamps]
+    total = sum(counts)
+    if sum(c > 0 for c in counts) > 1:
+        dest = np.empty(total, np.int64)
+        dest[np.argsort(np.concatenate(stamps), kind="stable")] = np.arange(total)
+    else:  # one ring has it all: its order is time order
+        dest = np.arange(total, dtype=np.int64)
+    c = {name: np.empty(total, COLUMNS[name]) for name in RING_COLUMNS}
+    c["netns_id"], c["ifindex"] = np.empty(total, np.uint32), np.empty(total, np.uint32)
+    src, dst = np.empty((total, 16), np.uint8), np.empty((total, 16), np.uint8)
+    pay = np.empty(sum(stop - r.cons for r, stop in zip(rings, stops)), np.uint8)  # untouched pages cost no memory
+    used, first = 0, 0
+    for r, stop, n in zip(rings, stops, counts):
+        if n:
+            used = _drain(r.data, r.mask, r.cons, stop, REC.itemsize, ts_shift, dest[first : first + n], used,
+                          c["ts"], c["netns_id"], c["ifindex"], c["direction"], c["wire_len"], c["ip_version"],
+                          c["proto"], c["sport"], c["dport"], c["flags"], c["seq"], c["ack"], c["win"], c["wscale"],
+                          c["payload_len"], c["payload_off"], c["payload_cap"], c["gso_segs"], src, dst, pay)  # fmt: skip
+        first += n
+    return stops, c, src, dst, pay[:used]
+
+
+class Rings:
+    """The per-CPU rings of the programs, read as one: `read()` drains them into batch columns."""
+
+    def __init__(self, map_fds: list[int], size: int):
+        self.size = size
+        self._rings = [RingReader(fd, size) for fd in map_fds]
         self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
+        for fd in map_fds:
+            self._epoll.register(fd, select.EPOLLIN)
 
     def pending(self) -> int:
-        """Bytes written by the kernel and not yet consumed."""
-        return int(self._prod[0]) - int(self._cons[0])
+        """Bytes written by the kernel and not yet consumed, over all rings."""
+        return sum(r.prod - r.cons for r in self._rings)
+
+    def fullest(self) -> int:
+        """Pending bytes of the fullest ring (the one that overflows first)."""
+        return max(r.prod - r.cons for r in self._rings)
 
     def wait(self, timeout_s: float) -> bool:
         """Block until the kernel signals data (or timeout); True if something is pending."""
@@ -124,21 +195,19 @@ class RingReader:
         return self.pending() > 0
 
     def settle(self, min_bytes: int, max_s: float, step_s: float) -> None:
-        """Sleep until `min_bytes` are pending or `max_s` passed: fewer, larger batches."""
+        """Sleep until one ring holds `min_bytes` or `max_s` passed: fewer, larger batches."""
         deadline = time.monotonic() + max_s
-        while self.pending() < min_bytes and time.monotonic() < deadline:
+        while self.fullest() < min_bytes and time.monotonic() < deadline:
             time.sleep(step_s)
 
     def read(self, ts_shift: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
         """`drain` of the pending records, and their space released."""
-        new_cons, cols, src, dst, payload = drain(self._data, self._mask, int(self._cons[0]), int(self._prod[0]),
-                                                  ts_shift)  # fmt: skip
-        self._cons[0] = new_cons  # x86 does not move the loads above past this store
+        stops, cols, src, dst, payload = drain(self._rings, ts_shift)
+        for r, stop in zip(self._rings, stops):
+            r.release(stop)
         return cols, src, dst, payload
 
     def close(self) -> None:
         self._epoll.close()
-        del self._cons, self._prod, self._data
-        gc.collect()  # views of the maps can sit in reference cycles; mmap.close() refuses then
-        self._cons_mm.close()
-        self._prod_mm.close()
+        for r in self._rings:
+            r.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from bpfnetlog.capture.ebpf.record import (
     STAT_SENT,
     STAT_SKIPPED,
 )
-from bpfnetlog.capture.ebpf.ringbuf import RingReader
+from bpfnetlog.capture.ebpf.ringbuf import Rings
 from bpfnetlog.capture.errors import CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, CaptureError, require_caps
 from bpfnetlog.packets import DIR_EGRESS, DIR_INGRESS, FlowRef, PacketBatch, SourceStats  # DIR_*: the kernel's too
 
@@ -34,6 +35,14 @@ from bpfnetlog.packets import DIR_EGRESS, DIR_INGRESS, FlowRef, PacketBatch, Sou
 # lets the ring fill until it holds 1/COALESCE_FILL of its size, for at most COALESCE_MAX_S
 # (checked every COALESCE_STEP_S).
 COALESCE_BYTES, COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S = 2 << 20, 8, 0.2, 0.01
+RING_MIN_PER_CPU = 4 << 20
+
+
+def per_cpu_ring(total: int, cpus: int) -> int:
+    """Each CPU's ring: its share of `total` bytes, but at least min(total, RING_MIN_PER_CPU) (one
+    busy CPU, say an elephant flow's, fills its own ring only), as a power of two."""
+    size = max(total // cpus, min(total, RING_MIN_PER_CPU))
+    return 1 << (size.bit_length() - 1)
 
 
 @dataclass
@@ -61,12 +70,15 @@ class EbpfSource:
             raise ValueError("ring_bytes must be a power of two >= 4096")
         self._filter = compile_filter(filter)  # FilterError before touching the kernel
         self._ifaces, self._netns = ifaces, netns
-        self._snaplen, self._ring_bytes, self._flow_entries = payload_snaplen, ring_bytes, flow_entries
+        self._snaplen, self._flow_entries = payload_snaplen, flow_entries
+        self._cpus = loader.online_cpus()
+        self._per_cpu = per_cpu_ring(ring_bytes, len(self._cpus))
         self._attach_mode, self._rescan_s = attach_mode, rescan_s
         self.nics = NicTable()
         self._shared: dict[str, int] | None = None
         self._first: loader.NetlogObject | None = None
-        self._ring: RingReader | None = None
+        self._ring: Rings | None = None
+        self._ring_fds: dict[int, int] = {}  # CPU -> its ring
         self._follower: Follower | None = None
         self._frames = 1
         self._received = 0
@@ -80,12 +92,14 @@ class EbpfSource:
         require_caps(CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, backend="eBPF")
         path = loader.object_path()
         try:
-            self._first = loader.NetlogObject(path, 0, self._snaplen, None, self._ring_bytes, self._flow_entries)
+            self._ring_fds = loader.create_rings(self._cpus, self._per_cpu)
+            self._first = loader.NetlogObject(path, 0, self._snaplen, None, self._ring_fds, self._flow_entries)
         except BpfError as e:
+            self._close_ring_fds()
             raise CaptureError(f"cannot load the BPF programs: {e}") from e
         self._shared = dict(self._first.map_fds)
         self._fill_filter()
-        self._ring = RingReader(self._shared["ring"], self._ring_bytes)
+        self._ring = Rings(list(self._ring_fds.values()), self._per_cpu)
         self._attacher = TcAttacher(self._load, self._attach_mode)
         self._follower = Follower(self._attacher, self.nics.add, self._ifaces, self._netns, self._rescan_s)
         self._follower.start()
@@ -104,7 +118,7 @@ class EbpfSource:
 
     def _load(self, netns_id: int) -> loader.NetlogObject:
         return loader.NetlogObject(loader.object_path(), netns_id, self._snaplen, self._shared,
-                                   self._ring_bytes, self._flow_entries)
+                                   self._ring_fds, self._flow_entries)
 
     def _fill_filter(self) -> None:
         fds, f = self._shared, self._filter
@@ -127,7 +141,7 @@ class EbpfSource:
                     yield PacketBatch.empty(self.nics.snapshot())
                     continue
                 if self._ring.pending() < COALESCE_BYTES:
-                    self._ring.settle(self._ring_bytes // COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S)
+                    self._ring.settle(self._per_cpu // COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S)
                 batch = self._read()
                 if len(batch):
                     yield batch
@@ -230,6 +244,12 @@ class EbpfSource:
                 self._rest_batch = self._read()  # the programs are detached: nothing more comes
                 self._ring.close()
                 self._ring = None
+            self._close_ring_fds()
+
+    def _close_ring_fds(self) -> None:
+        for fd in self._ring_fds.values():
+            os.close(fd)
+        self._ring_fds = {}
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""The per-CPU ring reader on hand-made ring memory: records of several rings merged in time
+order, payloads with their records, discarded records skipped, a busy one ends its ring's batch."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from bpfnetlog.capture.ebpf.record import REC
+from bpfnetlog.capture.ebpf.ringbuf import BUSY, DISCARD, HDR, drain
+
+SIZE = 4096
+
+
+def ring(records: list[tuple[int, bytes, int]]) -> SimpleNamespace:
+    """A ring holding `records` (ts, payload, header flags) from position 0, as RingReader exposes it."""
+    data = bytearray(2 * SIZE)
+    pos = 0
+    for ts, payload, flags in records:
+        r = np.zeros(1, REC)
+        r["ts_ns"], r["seq"], r["payload_cap"], r["payload_len"] = ts, ts * 10, len(payload), len(payload)
+        r["sport"], r["proto"], r["ip_version"] = 1000 + ts, 6, 4
+        body = r.tobytes() + payload
+        data[pos : pos + HDR] = np.array([len(body) | flags, 0], np.uint32).tobytes()
+        data[pos + HDR : pos + HDR + len(body)] = body
+        pos += (HDR + len(body) + 7) & ~7
+    view = np.frombuffer(bytes(data), np.uint8)  # read-only, as the mmap'd data area
+    return SimpleNamespace(data=view, mask=SIZE - 1, cons=0, prod=pos)
+
+
+def test_rings_merge_in_time_order_with_their_payloads() -> None:
+    a = ring([(1, b"a1", 0), (4, b"", 0), (6, b"a6-payload", 0), (9, b"", 0)])
+    b = ring([(2, b"b2", 0), (3, b"dropped", DISCARD), (5, b"b5", 0), (7, b"", 0), (8, b"late", BUSY)])
+    stops, cols, src, dst, payload = drain([a, b], ts_shift=100)
+    assert cols["ts"].tolist() == [101, 102, 104, 105, 106, 107, 109]  # the busy record (8) waits
+    assert cols["seq"].tolist() == [10, 20, 40, 50, 60, 70, 90]
+    assert cols["sport"].tolist() == [1001, 1002, 1004, 1005, 1006, 1007, 1009]
+    got = [payload[o : o + c].tobytes() for o, c in zip(cols["payload_off"], cols["payload_cap"])]
+    assert got == [b"a1", b"b2", b"", b"b5", b"a6-payload", b"", b""]
+    assert stops[0] == a.prod  # all of a consumed; b up to its busy record
+    assert stops[1] < b.prod and b.data[stops[1] : stops[1] + 4].view(np.uint32)[0] & BUSY
+
+
+def test_one_ring_keeps_its_order_and_empty_rings_give_nothing() -> None:
+    a = ring([(5, b"x", 0), (6, b"yy", 0)])
+    empty = ring([])
+    stops, cols, *_ , payload = drain([empty, a, empty], ts_shift=0)
+    assert cols["ts"].tolist() == [5, 6] and payload.tobytes() == b"xyy"
+    assert stops == [0, a.prod, 0]
+    stops, cols, *_ = drain([empty], ts_shift=0)
+    assert len(cols["ts"]) == 0 and stops == [0]
