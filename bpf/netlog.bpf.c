@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* tc ingress/egress programs: one record per TCP/UDP packet into a ring
- * buffer, a capture filter held in maps, exact per-flow counters.
+ * buffer, a capture filter held in maps, per-flow counts of what the ring lost.
  * Traffic is never changed: every path returns TC_ACT_UNSPEC (== TCX_NEXT),
  * so programs attached after ours (clsact or tcx) still run. */
 #include <stdbool.h>
@@ -37,7 +37,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, struct netlog_flow_key);
 	__type(value, struct netlog_flow_val);
-} flows SEC(".maps");
+} lost SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -284,23 +284,24 @@ static __always_inline void flow_key(struct netlog_flow_key *k, struct netlog_re
 	k->direction = h->direction;
 }
 
-static __always_inline struct netlog_flow_val *count_flow(struct netlog_flow_key *k, struct netlog_rec *h)
+/* A record the ring had no room for: counted for its flow, so totals stay exact. */
+static __always_inline void count_lost(struct netlog_flow_key *k, struct netlog_rec *h)
 {
-	struct netlog_flow_val *fv;
+	struct netlog_flow_val *v;
 
-	fv = bpf_map_lookup_elem(&flows, k);
-	if (!fv) {
+	stat_inc(NETLOG_STAT_RING_DROP);
+	v = bpf_map_lookup_elem(&lost, k);
+	if (!v) {
 		struct netlog_flow_val z = {};
-		bpf_map_update_elem(&flows, k, &z, BPF_NOEXIST);
-		fv = bpf_map_lookup_elem(&flows, k);
-		if (!fv)
-			return 0;
+		bpf_map_update_elem(&lost, k, &z, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&lost, k);
+		if (!v)
+			return;
 	}
-	__sync_fetch_and_add(&fv->packets, 1);
-	__sync_fetch_and_add(&fv->bytes, h->wire_len);
-	__sync_fetch_and_add(&fv->payload_bytes, h->payload_len);
-	__sync_fetch_and_add(&fv->segs, h->gso_segs);
-	return fv;
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, h->wire_len);
+	__sync_fetch_and_add(&v->payload_bytes, h->payload_len);
+	__sync_fetch_and_add(&v->segs, h->gso_segs);
 }
 
 /* Reserve header + CLASS bytes in this CPU's ring, copy the header and up to CLASS payload bytes. */
@@ -325,7 +326,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 {
 	struct netlog_rec h = {}, *rec;
 	struct netlog_flow_key k = {};
-	struct netlog_flow_val *fv;
 	bool quiet_flow = false;
 	__u32 cap = 0, cpu;
 	void *ring;
@@ -349,7 +349,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 		return TC_ACT_UNSPEC;
 	}
 	flow_key(&k, &h);
-	fv = count_flow(&k, &h);
 
 	if (h.proto == IPPROTO_TCP && (h.flags & 0x02)) {
 		/* a new connection may speak anything: payload again, both directions */
@@ -391,9 +390,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 	else
 		EMIT(4096);
 drop:
-	stat_inc(NETLOG_STAT_RING_DROP);
-	if (fv)
-		__sync_fetch_and_add(&fv->ring_drops, 1);
+	count_lost(&k, &h);
 	return TC_ACT_UNSPEC;
 }
 

@@ -40,7 +40,7 @@ struct netlog_rec {
 #define NETLOG_DIR_INGRESS 1
 #define NETLOG_DIR_EGRESS 2
 
-/* Per-flow counters (LRU hash): exact totals even when the ring overflows. */
+/* Key of the per-flow maps (LRU hashes `lost` and `quiet`). */
 struct netlog_flow_key {
 	__u32 ifindex;
 	__u32 netns_id;
@@ -53,12 +53,14 @@ struct netlog_flow_key {
 	__u8 _pad[2];
 };
 
+/* The packets of a flow whose records the ring had no room for (the `lost` map). With the
+ * records user space got, they give each flow's exact totals; counting losses only keeps the
+ * map off the path of every other packet (an LRU lookup and four atomic adds, ~130 ns). */
 struct netlog_flow_val {
 	__u64 packets;
 	__u64 bytes;         /* sum of wire_len */
 	__u64 payload_bytes; /* sum of payload_len */
 	__u64 segs;          /* sum of gso_segs: wire packets after segmentation */
-	__u64 ring_drops;    /* records of this flow lost because the ring was full */
 };
 
 /* User space's verdict on one direction of a flow (the `quiet` map, same key as `flows`):

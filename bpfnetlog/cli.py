@@ -209,8 +209,8 @@ def capture(
                 now = time.monotonic()
                 if now - last_flush >= flush_interval:
                     stats = src.stats()
-                    if stats.dropped and src.flow_counters() is not None:
-                        pipe.account_drops(src.flow_counters(), reported_drops)
+                    if stats.dropped and src.ring_losses() is not None:
+                        pipe.account_drops(src.ring_losses(), reported_drops)
                     pipe.listening = listening_sockets()
                     pipe.tick(time.time_ns(), flush_all=True)
                     writer.flush()
@@ -224,8 +224,8 @@ def capture(
         stopped_by = "SIGTERM"
     finally:
         attached = src.stats()
-        if attached.dropped and src.flow_counters() is not None:
-            pipe.account_drops(src.flow_counters(), reported_drops)
+        if attached.dropped and src.ring_losses() is not None:
+            pipe.account_drops(src.ring_losses(), reported_drops)
         src.stop()
         for batch in src.batches():  # what the ring held when the loop ended
             pipe.feed(batch)

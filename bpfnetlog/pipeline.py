@@ -35,7 +35,7 @@ from bpfnetlog.store.base import StoreWriter
 from bpfnetlog.store.columns import dictionary
 
 if TYPE_CHECKING:
-    from bpfnetlog.capture.ebpf.source import FlowCounters
+    from bpfnetlog.capture.ebpf.source import RingLosses
 
 S = 1_000_000_000
 L4_NAMES = frozenset(SCHEMAS[L4_SOURCE].names)
@@ -127,13 +127,13 @@ class Pipeline:
             if conn.wire_local < 0 and conn.src_side < 0 and not conn.nic.name == "lo":
                 conn.wire_local = side
 
-    def account_drops(self, fc: "FlowCounters", already: dict[tuple, int]) -> None:
+    def account_drops(self, fc: "RingLosses", already: dict[tuple, int]) -> None:
         """Kernel per-flow ring drops -> `capture_drops` of the connections' next records.
 
         `already` (flow key -> drops counted before) is kept by the caller across calls, since
         the kernel counters are cumulative.
         """
-        lost = np.flatnonzero(fc.values["ring_drops"] > 0)
+        lost = np.flatnonzero(fc.values["packets"] > 0)
         if not len(lost):
             return
         lut = np.array([self._nic_index.get(n, -1) for n in fc.nics] or [-1], np.int64)
@@ -142,7 +142,7 @@ class Pipeline:
                           fc.sport[lost], fc.dport[lost])  # fmt: skip
         for j, h in enumerate(keys.hashes.tolist()):
             key = (int(nic[j]), h, int(fc.direction[lost[j]]))
-            total = int(fc.values["ring_drops"][lost[j]])
+            total = int(fc.values["packets"][lost[j]])
             new = total - already.get(key, 0)
             slot = self.flows.by_hash.get(h)
             if new > 0 and nic[j] >= 0 and slot is not None:

@@ -44,7 +44,7 @@ def test_afpacket_equals_tcpdump(tmp_path):
     theirs = collections.Counter(w[:7] + (w[7][:1024],) for w in want)
     assert len(want) > 30 and mine == theirs
     assert all(8080 in (r[5], r[6]) for r in got)
-    assert src.stats().dropped == 0 and src.flow_counters() is None
+    assert src.stats().dropped == 0 and src.ring_losses() is None
 
 
 def test_auto_falls_back_for_a_filter_outside_the_ebpf_subset():

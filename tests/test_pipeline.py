@@ -109,11 +109,11 @@ def test_long_connection_is_chunked_and_idle_timeout(tmp_path: Path) -> None:
 
 
 def test_kernel_ring_drops_reach_the_connection_records(tmp_path: Path) -> None:
-    """Per-flow ring drops (eBPF flow counters) land on the connection's next record, once."""
+    """Per-flow ring drops (the kernel's `lost` map) land on the connection's next record, once."""
     import numpy as np
 
     from bpfnetlog.capture.ebpf.record import FLOW_VAL
-    from bpfnetlog.capture.ebpf.source import FlowCounters
+    from bpfnetlog.capture.ebpf.source import RingLosses
     from bpfnetlog.packets import Nic
 
     pcap = tmp_path / "s.pcap"
@@ -129,8 +129,8 @@ def test_kernel_ring_drops_reach_the_connection_records(tmp_path: Path) -> None:
             return np.frombuffer(bytes(10) + b"\xff\xff" + bytes(int(x) for x in a.split(".")), np.uint8)
 
         vals = np.zeros(2, FLOW_VAL)
-        vals["ring_drops"] = [3, 4]  # both directions of the mid-stream connection 10.1.0.1:40006 <-> 10.1.0.2:6379
-        fc = FlowCounters(
+        vals["packets"] = [3, 4]  # both directions of the mid-stream connection 10.1.0.1:40006 <-> 10.1.0.2:6379
+        fc = RingLosses(
             nic=np.zeros(2, np.uint16), direction=np.array([1, 2], np.uint8), proto=np.full(2, 6, np.uint8),
             src_ip=np.stack([ip("10.1.0.2"), ip("10.1.0.1")]), dst_ip=np.stack([ip("10.1.0.1"), ip("10.1.0.2")]),
             sport=np.array([6379, 40006], np.uint16), dport=np.array([40006, 6379], np.uint16), values=vals,

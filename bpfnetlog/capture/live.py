@@ -5,7 +5,7 @@
             pipeline.feed(batch)
         ...                                         # src.stop() (e.g. from a timer) ends the loop
     src.stats()          # LiveStats: packets, dropped (ring full), filtered, nics_attached ...
-    src.flow_counters()  # exact kernel per-flow totals (eBPF only, else None)
+    src.ring_losses()    # per flow, the packets the ring lost (eBPF only, else None)
 
 `backend="auto"` tries eBPF and falls back to AF_PACKET when eBPF cannot
 start here or the filter is outside the eBPF subset; `notice` says why.
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-from bpfnetlog.capture.ebpf import EbpfSource, FilterError, FlowCounters, LiveStats
+from bpfnetlog.capture.ebpf import EbpfSource, FilterError, LiveStats, RingLosses
 from bpfnetlog.capture.errors import CaptureError
 from bpfnetlog.packets import FlowRef, PacketBatch
 
@@ -82,9 +82,9 @@ class LiveSource:
         if self.backend == "ebpf" and (quiet or resumed):
             self._src.set_quiet(quiet, resumed)
 
-    def flow_counters(self) -> FlowCounters | None:
-        """Kernel per-flow packet/byte/drop counters (eBPF); None for AF_PACKET."""
-        return self._src.flow_counters() if self.backend == "ebpf" else None
+    def ring_losses(self) -> RingLosses | None:
+        """The kernel's per-flow counts of the packets the ring lost (eBPF); None for AF_PACKET."""
+        return self._src.ring_losses() if self.backend == "ebpf" else None
 
     def stop(self) -> None:
         if self._src is not None:

@@ -21,7 +21,7 @@ from bpfnetlog.capture.ebpf.libbpf import BPF_ANY, BatchOpts, BpfError, check, c
 from bpfnetlog.capture.ebpf.record import CONFIG, FLOW_KEY, FLOW_VAL, LPM_KEY, MAX_SNAPLEN, STAT_MAX
 from bpfnetlog.capture.errors import CaptureError
 
-MAPS = ("rings", "flows", "quiet", "stats", "filter", "filter_addr", "filter_port")
+MAPS = ("rings", "lost", "quiet", "stats", "filter", "filter_addr", "filter_port")
 # (direction, link has no L2 header) -> program name in netlog.bpf.c
 PROGRAMS = {(1, False): "netlog_ingress", (2, False): "netlog_egress", (1, True): "netlog_in_l3", (2, True): "netlog_eg_l3"}
 OBJECT_ENV = "BPFNETLOG_BPF_OBJECT"
@@ -48,12 +48,12 @@ class NetlogObject:
     """One loaded copy of the object; `prog_fd(direction, l3)` gives what to attach."""
 
     def __init__(self, path: Path, netns_id: int, snaplen: int, shared: dict[str, int] | None,
-                 ring_fds: dict[int, int], flow_entries: int):
+                 ring_fds: dict[int, int], lost_flows: int):
         """`shared`: the first copy's map fds (None for the first copy, which creates the maps and
         puts `ring_fds` (CPU -> ring, `create_rings`) into `rings`)."""
         self._obj = check_ptr(lib.bpf_object__open_file(str(path).encode(), None), f"open {path}")
         try:
-            self._configure(netns_id, snaplen, shared, ring_fds, flow_entries)
+            self._configure(netns_id, snaplen, shared, ring_fds, lost_flows)
             ret = lib.bpf_object__load(self._obj)
             if ret < 0:
                 check(ret, f"load {path.name} (the kernel needs BPF ring buffers and tc BPF: Linux >= 5.8)", True)
@@ -73,7 +73,7 @@ class NetlogObject:
         return check_ptr(lib.bpf_object__find_program_by_name(self._obj, name.encode()), f"program {name}")
 
     def _configure(self, netns_id: int, snaplen: int, shared: dict[str, int] | None,
-                   ring_fds: dict[int, int], flow_entries: int) -> None:
+                   ring_fds: dict[int, int], lost_flows: int) -> None:
         size = ctypes.c_size_t()
         ptr = check_ptr(lib.bpf_map__initial_value(self._map(".rodata"), ctypes.byref(size)), ".rodata")
         if size.value != CONFIG.itemsize:
@@ -88,7 +88,7 @@ class NetlogObject:
             rings = self._map("rings")
             check(lib.bpf_map__set_max_entries(rings, num_possible_cpus()), "ring count")
             check(lib.bpf_map__set_inner_map_fd(rings, next(iter(ring_fds.values()))), "ring template")
-            check(lib.bpf_map__set_max_entries(self._map("flows"), flow_entries), "flow table size")
+            check(lib.bpf_map__set_max_entries(self._map("lost"), lost_flows), "lost flows table size")
 
     def prog_fd(self, direction: int, l3: bool) -> int:
         return self._progs[(direction, l3)]
@@ -147,8 +147,8 @@ def read_stats(fd: int) -> np.ndarray:
     return out
 
 
-def read_flows(fd: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """All (FLOW_KEY, FLOW_VAL) entries, fetched with batched lookups."""
+def read_lost(fd: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """All (FLOW_KEY, FLOW_VAL) entries of the `lost` map, fetched with batched lookups."""
     keys, vals = [], []
     token_in, token_out = np.zeros(64, np.uint8), np.zeros(64, np.uint8)
     opts = BatchOpts(ctypes.sizeof(BatchOpts), 0, 0)
@@ -163,7 +163,7 @@ def read_flows(fd: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         if ret < 0:
             if -ret == 2:  # ENOENT: that was the last batch
                 break
-            check(ret, "read flow counters")
+            check(ret, "read the lost packets per flow")
         token_in[:] = token_out
         first = False
     return np.concatenate(keys), np.concatenate(vals)

@@ -60,7 +60,6 @@ FLOW_VAL = np.dtype(
         ("bytes", "<u8"),
         ("payload_bytes", "<u8"),
         ("segs", "<u8"),
-        ("ring_drops", "<u8"),
     ]
 )
 

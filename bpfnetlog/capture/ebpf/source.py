@@ -46,8 +46,9 @@ def per_cpu_ring(total: int, cpus: int) -> int:
 
 
 @dataclass
-class FlowCounters:
-    """Kernel per-flow counters: one row per (NIC, direction, 5-tuple), exact despite ring drops."""
+class RingLosses:
+    """The packets the ring had no room for, per (NIC, direction, 5-tuple), from the kernel: with
+    the records received, each flow's exact totals."""
 
     nic: np.ndarray  # uint16 index into `nics`
     direction: np.ndarray
@@ -56,7 +57,7 @@ class FlowCounters:
     dst_ip: np.ndarray
     sport: np.ndarray
     dport: np.ndarray
-    values: np.ndarray  # record.FLOW_VAL: packets, bytes, payload_bytes, segs, ring_drops
+    values: np.ndarray  # record.FLOW_VAL: packets, bytes, payload_bytes, segs (of the lost records)
     nics: list = field(default_factory=list)
 
 
@@ -65,12 +66,12 @@ class EbpfSource:
 
     def __init__(self, filter: str | None = None, ifaces: list[str] | None = None,
                  netns: list[str] | None = None, payload_snaplen: int = 1024, ring_bytes: int = 64 << 20,
-                 flow_entries: int = 1 << 18, attach_mode: str = "auto", rescan_s: float = 1.0):
+                 lost_flows: int = 1 << 16, attach_mode: str = "auto", rescan_s: float = 1.0):
         if ring_bytes & (ring_bytes - 1) or ring_bytes < 4096:
             raise ValueError("ring_bytes must be a power of two >= 4096")
         self._filter = compile_filter(filter)  # FilterError before touching the kernel
         self._ifaces, self._netns = ifaces, netns
-        self._snaplen, self._flow_entries = payload_snaplen, flow_entries
+        self._snaplen, self._lost_flows = payload_snaplen, lost_flows
         self._cpus = loader.online_cpus()
         self._per_cpu = per_cpu_ring(ring_bytes, len(self._cpus))
         self._attach_mode, self._rescan_s = attach_mode, rescan_s
@@ -93,7 +94,7 @@ class EbpfSource:
         path = loader.object_path()
         try:
             self._ring_fds = loader.create_rings(self._cpus, self._per_cpu)
-            self._first = loader.NetlogObject(path, 0, self._snaplen, None, self._ring_fds, self._flow_entries)
+            self._first = loader.NetlogObject(path, 0, self._snaplen, None, self._ring_fds, self._lost_flows)
         except BpfError as e:
             self._close_ring_fds()
             raise CaptureError(f"cannot load the BPF programs: {e}") from e
@@ -118,7 +119,7 @@ class EbpfSource:
 
     def _load(self, netns_id: int) -> loader.NetlogObject:
         return loader.NetlogObject(loader.object_path(), netns_id, self._snaplen, self._shared,
-                                   self._ring_fds, self._flow_entries)
+                                   self._ring_fds, self._lost_flows)
 
     def _fill_filter(self) -> None:
         fds, f = self._shared, self._filter
@@ -214,9 +215,9 @@ class EbpfSource:
                 keys.append(k)
         return keys
 
-    def flow_counters(self) -> FlowCounters:
-        keys, vals = loader.read_flows(self._shared["flows"])
-        return FlowCounters(
+    def ring_losses(self) -> RingLosses:
+        keys, vals = loader.read_lost(self._shared["lost"])
+        return RingLosses(
             nic=self.nics.indexes(keys["netns_id"], keys["ifindex"]), direction=keys["direction"].copy(),
             proto=keys["proto"].copy(), src_ip=keys["saddr"].copy(), dst_ip=keys["daddr"].copy(),
             sport=keys["sport"].copy(), dport=keys["dport"].copy(), values=vals.astype(FLOW_VAL),
