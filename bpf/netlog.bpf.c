@@ -318,7 +318,6 @@ static __always_inline void count_lost(struct netlog_flow_key *k, struct netlog_
 				rec->payload_cap = 0;                           \
 		}                                                               \
 		bpf_ringbuf_submit(rec, 0);                                     \
-		stat_inc(NETLOG_STAT_SENT);                                     \
 		return TC_ACT_UNSPEC;                                           \
 	} while (0)
 
@@ -331,7 +330,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 	void *ring;
 	long poff;
 
-	stat_inc(NETLOG_STAT_SEEN);
 	h.wscale = -1;
 	poff = parse(skb, &h, l3);
 	if (poff < 0) {

@@ -23,8 +23,6 @@ from bpfnetlog.capture.ebpf.record import (
     STAT_QUIET,
     STAT_FILTERED,
     STAT_RING_DROP,
-    STAT_SEEN,
-    STAT_SENT,
     STAT_SKIPPED,
 )
 from bpfnetlog.capture.ebpf.ringbuf import Rings
@@ -177,8 +175,8 @@ class EbpfSource:
         f = self._follower
         return LiveStats(
             source="ebpf", packets=self._received, decoded=self._received, skipped=int(k[STAT_SKIPPED]),
-            dropped=int(k[STAT_RING_DROP]), quiet=int(k[STAT_QUIET]), errors=list(f.errors) if f else [], kernel_seen=int(k[STAT_SEEN]),
-            kernel_sent=int(k[STAT_SENT]), filtered=int(k[STAT_FILTERED]),
+            dropped=int(k[STAT_RING_DROP]), quiet=int(k[STAT_QUIET]), errors=list(f.errors) if f else [],
+            filtered=int(k[STAT_FILTERED]),
             nics_attached=len(f.attached()) if f else 0, attach_mode=self._attacher.mode if f else "",
             stale_removed=self._attacher.stale_removed if f else 0,
         )
@@ -257,8 +255,6 @@ class EbpfSource:
 class LiveStats(SourceStats):
     """SourceStats plus what only a live source knows."""
 
-    kernel_seen: int = 0  # packets the programs ran on
-    kernel_sent: int = 0  # records the kernel wrote to the ring
     quiet: int = 0  # records sent without payload: their connection's L7 stage had given up
     filtered: int = 0  # packets the capture filter rejected
     nics_attached: int = 0
