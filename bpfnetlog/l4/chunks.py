@@ -118,19 +118,15 @@ def _chunk_sums(starts, slot, side, src_side, bits, plen, flags, rtt, seq, out):
             lo = np.int64(seq[i])
             b, f = bits[i], flags[i]
             retrans = (b & _RETRANS_ANY) != 0
+            d = 0 if tx else 1  # the tx_ and rx_ rows of a counter are next to each other
+            out[0 + d, c] += 1
+            out[2 + d, c] += p
+            out[4 + d, c] += retrans
+            out[7 + d, c] += (f & RST) != 0
+            out[9 + d, c] += (b & _ZERO_WIN) != 0
             if tx:
-                out[0, c] += 1
-                out[2, c] += p
-                out[4, c] += retrans
-                out[7, c] += (f & RST) != 0
-                out[9, c] += (b & _ZERO_WIN) != 0
                 tx_lo, tx_hi = min(tx_lo, lo), max(tx_hi, lo + p)
             else:
-                out[1, c] += 1
-                out[3, c] += p
-                out[5, c] += retrans
-                out[8, c] += (f & RST) != 0
-                out[10, c] += (b & _ZERO_WIN) != 0
                 rx_lo, rx_hi = min(rx_lo, lo), max(rx_hi, lo + p)
             out[6, c] += retrans and (f & SYN) != 0
             out[11, c] += (b & _DUP_ACK) != 0
