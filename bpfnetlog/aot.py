@@ -48,7 +48,7 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
                   A(I64), A(U16), A(I64), A(I64), A(I64), RO),
     },
     "capture.ebpf.ringbuf": {
-        "_stamps": (RO, I64, I64, I64, I64, A(I64)),
+        "_stamps": (RO, I64, I64, I64, I64, A(I64), A(I64)),
         "_drain": (RO, I64, I64, I64, I64, I64, A(I64), I64, A(I64), A(U32), A(U32), A(U8), A(U32), A(U8), A(U8),
                    A(U16), A(U16), A(U8), A(U32), A(U32), A(U16), A(I8), A(U32), A(I64), A(U32), A(U16), A(U8, 2),
                    A(U8, 2), A(U8)),

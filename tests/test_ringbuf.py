@@ -50,3 +50,26 @@ def test_one_ring_keeps_its_order_and_empty_rings_give_nothing() -> None:
     assert stops == [0, a.prod, 0]
     stops, cols, *_ = drain([empty], ts_shift=0)
     assert len(cols["ts"]) == 0 and stops == [0]
+
+
+def test_a_ring_with_more_than_a_batch_cuts_the_others_at_its_last_time(monkeypatch) -> None:
+    """Batch after batch, records come out in time order although a ring holds more than a
+    batch's share: the other rings wait past the last time it gave."""
+    from bpfnetlog.capture.ebpf import ringbuf
+
+    monkeypatch.setattr(ringbuf, "MAX_RECORDS", 6)
+    monkeypatch.setattr(ringbuf, "MIN_RECORDS", 3)  # 3 records per ring and batch
+    a = ring([(t, b"a", 0) for t in range(1, 11)])
+    b = ring([(t, b"bb", 0) for t in range(2, 21, 2)])
+    out, batches = [], 0
+    while True:
+        stops, cols, *_, payload = drain([a, b], ts_shift=0)
+        if not len(cols["ts"]):
+            break
+        batches += 1
+        out += [(int(t), payload[o : o + c].tobytes())
+                for t, o, c in zip(cols["ts"], cols["payload_off"], cols["payload_cap"])]  # fmt: skip
+        a.cons, b.cons = stops
+    want = sorted([(t, b"a") for t in range(1, 11)] + [(t, b"bb") for t in range(2, 21, 2)])  # a before b at a tie
+    assert out == want
+    assert (a.cons, b.cons) == (a.prod, b.prod) and batches >= 5

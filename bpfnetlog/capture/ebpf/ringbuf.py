@@ -22,7 +22,8 @@ from bpfnetlog.packets import COLUMNS
 
 BUSY, DISCARD = 1 << 31, 1 << 30
 HDR = 8
-MAX_RECORDS = 1 << 18  # per batch: bounds the memory of one drain
+MAX_RECORDS = 1 << 18  # per batch, over all rings: bounds the memory of one drain
+MIN_RECORDS = 1 << 14  # per ring and batch, however many rings
 _O = {name: REC.fields[name][1] for name in REC.names}  # byte offset of each field in a record
 O_TS, O_IFINDEX, O_NETNS, O_WIRE, O_PLEN, O_SEQ, O_ACK, O_SADDR, O_DADDR = (
     _O[f] for f in ("ts_ns", "ifindex", "netns_id", "wire_len", "payload_len", "seq", "ack", "saddr", "daddr"))
@@ -44,9 +45,10 @@ def _le(d, p: int, n: int) -> int:
 
 
 @entry
-def _stamps(data, mask, cons, prod, rec_size, ts):  # type: ignore[no-untyped-def]
-    """Times of the records in [cons, prod), up to len(ts) of them; stops at a busy record.
-    Returns (position after the last one walked, count): `_drain` then walks the same ones."""
+def _stamps(data, mask, cons, prod, rec_size, ts, ends):  # type: ignore[no-untyped-def]
+    """Times of the records in [cons, prod), up to len(ts) of them, and the position after each
+    (ends); stops at a busy record. Returns (position after the last record walked, count):
+    `_drain` then walks the same ones."""
     n = 0
     while cons < prod and n < len(ts):
         p = cons & mask
@@ -54,10 +56,11 @@ def _stamps(data, mask, cons, prod, rec_size, ts):  # type: ignore[no-untyped-de
         if ln & BUSY:
             break
         size = ln & ~np.uint32(BUSY | DISCARD)
+        cons += (np.int64(size) + HDR + 7) & ~np.int64(7)
         if not (ln & DISCARD) and size >= rec_size:
             ts[n] = _le(data, p + HDR + O_TS, 8)
+            ends[n] = cons
             n += 1
-        cons += (np.int64(size) + HDR + 7) & ~np.int64(7)
     return cons, n
 
 
@@ -137,16 +140,26 @@ def drain(rings: list[RingReader],
     destination addresses (n, 16), payload bytes) of the records pending in `rings`, in time order.
 
     Every producer position is read first, so a record that comes later on one ring cannot
-    precede (in the batch) one from an earlier moment on another. `_stamps` takes each ring's
-    times, a stable sort of all of them gives every record its row, `_drain` writes it there:
-    one merge, no second copy of the columns."""
+    precede (in the batch) one from an earlier moment on another; a ring holding more than a
+    batch's share cuts the others at its last time, for the same reason. `_stamps` takes each
+    ring's times (they only grow within a ring: one CPU), a stable sort of all of them gives
+    every record its row, `_drain` writes it there: one merge, no second copy of the columns."""
     prods = [r.prod for r in rings]
-    stamps, stops = [], []
+    cap = max(MAX_RECORDS // len(rings), MIN_RECORDS)
+    stamps, ends, stops, full = [], [], [], []
     for r, prod in zip(rings, prods):
-        ts = np.empty(min((prod - r.cons) // (HDR + REC.itemsize), MAX_RECORDS), np.int64)
-        stop, n = _stamps(r.data, r.mask, r.cons, prod, REC.itemsize, ts)
+        ts, end = np.empty((2, min((prod - r.cons) // (HDR + REC.itemsize), cap)), np.int64)
+        stop, n = _stamps(r.data, r.mask, r.cons, prod, REC.itemsize, ts, end)
         stamps.append(ts[:n])
+        ends.append(end[:n])
         stops.append(stop)
+        full.append(n == cap)
+    if any(full):  # a ring with more than a batch: the others stop at its last time, or what
+        cut = min(t[-1] for t, f in zip(stamps, full) if f)  # it still holds would come after them
+        for i, t in enumerate(stamps):
+            k = int(np.searchsorted(t, cut, side="right"))  # a ring's times only grow
+            if k < len(t):
+                stamps[i], stops[i] = t[:k], int(ends[i][k - 1]) if k else rings[i].cons
     counts = [len(t) for t in stamps]
     total = sum(counts)
     if sum(c > 0 for c in counts) > 1:
