@@ -44,6 +44,22 @@ def _le(d, p: int, n: int) -> int:
     return v
 
 
+@kernel(inline=True)
+def _record(data, mask, cons, rec_size):  # type: ignore[no-untyped-def]
+    """The record at position `cons`: (offset of its body in data, or -1 for one to skip
+    (discarded, or shorter than a header), -2 for one the kernel is still writing; its length;
+    the position of the next record)."""
+    p = cons & mask
+    ln = np.uint32(_le(data, p, 4))
+    size = np.int64(ln & ~np.uint32(BUSY | DISCARD))
+    after = cons + ((size + HDR + 7) & ~np.int64(7))
+    if ln & BUSY:
+        return np.int64(-2), size, after
+    if (ln & DISCARD) or size < rec_size:
+        return np.int64(-1), size, after
+    return np.int64(p + HDR), size, after
+
+
 @entry
 def _stamps(data, mask, cons, prod, rec_size, ts, ends):  # type: ignore[no-untyped-def]
     """Times of the records in [cons, prod), up to len(ts) of them, and the position after each
@@ -51,14 +67,12 @@ def _stamps(data, mask, cons, prod, rec_size, ts, ends):  # type: ignore[no-unty
     `_drain` then walks the same ones."""
     n = 0
     while cons < prod and n < len(ts):
-        p = cons & mask
-        ln = np.uint32(_le(data, p, 4))
-        if ln & BUSY:
+        b, _, after = _record(data, mask, cons, rec_size)
+        if b == -2:
             break
-        size = ln & ~np.uint32(BUSY | DISCARD)
-        cons += (np.int64(size) + HDR + 7) & ~np.int64(7)
-        if not (ln & DISCARD) and size >= rec_size:
-            ts[n] = _le(data, p + HDR + O_TS, 8)
+        cons = after
+        if b >= 0:
+            ts[n] = _le(data, b + O_TS, 8)
             ends[n] = cons
             n += 1
     return cons, n
@@ -74,11 +88,8 @@ def _drain(data, mask, cons, stop, rec_size, ts_shift, dest, poff, ts, netns, if
     stamps monotonic time)."""
     k = 0
     while cons < stop:
-        p = cons & mask
-        ln = np.uint32(_le(data, p, 4))
-        size = ln & ~np.uint32(BUSY | DISCARD)
-        if not (ln & DISCARD) and size >= rec_size:
-            b = p + HDR
+        b, size, after = _record(data, mask, cons, rec_size)
+        if b >= 0:
             n = dest[k]
             ts[n] = _le(data, b + O_TS, 8) + ts_shift
             netns[n], ifindex[n] = _le(data, b + O_NETNS, 4), _le(data, b + O_IFINDEX, 4)
@@ -91,13 +102,13 @@ def _drain(data, mask, cons, stop, rec_size, ts_shift, dest, poff, ts, netns, if
             for j in range(16):
                 src_ip[n, j] = data[b + O_SADDR + j]
                 dst_ip[n, j] = data[b + O_DADDR + j]
-            cap = min(np.int64(_le(data, b + O_CAP, 2)), np.int64(size) - rec_size)
+            cap = min(np.int64(_le(data, b + O_CAP, 2)), size - rec_size)
             copy_bytes(pay_out, poff, data, b + rec_size, cap)
             payload_cap[n] = cap
             payload_off[n] = poff
             poff += cap
             k += 1
-        cons += (np.int64(size) + HDR + 7) & ~np.int64(7)
+        cons = after
     return poff
 
 
@@ -106,7 +117,6 @@ class RingReader:
 
     def __init__(self, map_fd: int, size: int):
         page = mmap.PAGESIZE
-        self.fd = map_fd
         self._cons_mm = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._prod_mm = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._cons = np.frombuffer(self._cons_mm, np.uint64, 1)
@@ -186,7 +196,6 @@ class Rings:
     """The per-CPU rings of the programs, read as one: `read()` drains them into batch columns."""
 
     def __init__(self, map_fds: list[int], size: int):
-        self.size = size
         self._rings = [RingReader(fd, size) for fd in map_fds]
         self._epoll = select.epoll()
         for fd in map_fds:

@@ -30,7 +30,7 @@ from bpfnetlog.capture.errors import CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, Capt
 from bpfnetlog.packets import DIR_EGRESS, DIR_INGRESS, FlowRef, PacketBatch, SourceStats  # DIR_*: the kernel's too
 
 # Each batch costs a few ms whatever its size: with less than COALESCE_BYTES pending the reader
-# lets the ring fill until it holds 1/COALESCE_FILL of its size, for at most COALESCE_MAX_S
+# lets the rings fill until one holds 1/COALESCE_FILL of its size, for at most COALESCE_MAX_S
 # (checked every COALESCE_STEP_S).
 COALESCE_BYTES, COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S = 2 << 20, 8, 0.2, 0.01
 RING_MIN_PER_CPU = 4 << 20
