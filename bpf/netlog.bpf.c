@@ -15,7 +15,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* Set by user space before load (the only .rodata variable). */
-const volatile struct netlog_config cfg = {.snaplen = 1024};
+const volatile struct netlog_config cfg = {.snaplen = 1024, .filtered = 1};
 
 /* One ring buffer per CPU, created by user space (which sets both sizes): a ring shared by
  * all CPUs made every record move its lock, producer position and header lines between them
@@ -336,16 +336,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 		stat_inc(NETLOG_STAT_SKIPPED);
 		return TC_ACT_UNSPEC;
 	}
+	/* the filter reads parsed fields only: packets it rejects skip the clock and the skb reads */
+	if (cfg.filtered && !filter_pass(&h)) {
+		stat_inc(NETLOG_STAT_FILTERED);
+		return TC_ACT_UNSPEC;
+	}
 	h.ts_ns = bpf_ktime_get_ns();
 	h.ifindex = skb->ifindex;
 	h.netns_id = cfg.netns_id;
 	h.wire_len = skb->len;
 	h.gso_segs = skb->gso_segs ? skb->gso_segs : 1;
 	h.direction = dir;
-	if (!filter_pass(&h)) {
-		stat_inc(NETLOG_STAT_FILTERED);
-		return TC_ACT_UNSPEC;
-	}
 	flow_key(&k, &h);
 
 	if (h.proto == IPPROTO_TCP && (h.flags & 0x02)) {

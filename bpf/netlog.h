@@ -10,6 +10,7 @@
 struct netlog_config {
 	__u32 snaplen;  /* payload bytes to copy, <= NETLOG_MAX_SNAPLEN */
 	__u32 netns_id; /* user space's id of the namespace this copy serves */
+	__u32 filtered; /* a capture filter is set: 0 lets the verifier drop the filter code */
 };
 
 /* One packet. Followed in the ring by `payload_cap` payload bytes (the

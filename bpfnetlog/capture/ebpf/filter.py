@@ -236,6 +236,10 @@ class CompiledFilter:
     lpm: list[tuple[int, bytes, int]] = field(default_factory=list)  # (prefixlen, 16-byte addr, bits)
     ports: dict[int, int] = field(default_factory=dict)  # port -> bits
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self.header[0]["enabled"])
+
 
 def compile_filter(expr: str | None) -> CompiledFilter:
     """Compile `expr`; None/blank captures everything. Raises FilterError outside the subset."""

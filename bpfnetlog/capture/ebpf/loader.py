@@ -47,13 +47,14 @@ def object_path() -> Path:
 class NetlogObject:
     """One loaded copy of the object; `prog_fd(direction, l3)` gives what to attach."""
 
-    def __init__(self, path: Path, netns_id: int, snaplen: int, shared: dict[str, int] | None,
+    def __init__(self, path: Path, netns_id: int, snaplen: int, filtered: bool, shared: dict[str, int] | None,
                  ring_fds: dict[int, int], lost_flows: int):
         """`shared`: the first copy's map fds (None for the first copy, which creates the maps and
-        puts `ring_fds` (CPU -> ring, `create_rings`) into `rings`)."""
+        puts `ring_fds` (CPU -> ring, `create_rings`) into `rings`). `filtered`: a capture filter
+        will be in the filter maps (without one the programs leave its code out)."""
         self._obj = check_ptr(lib.bpf_object__open_file(str(path).encode(), None), f"open {path}")
         try:
-            self._configure(netns_id, snaplen, shared, ring_fds, lost_flows)
+            self._configure(netns_id, snaplen, filtered, shared, ring_fds, lost_flows)
             ret = lib.bpf_object__load(self._obj)
             if ret < 0:
                 check(ret, f"load {path.name} (the kernel needs BPF ring buffers and tc BPF: Linux >= 5.8)", True)
@@ -72,14 +73,14 @@ class NetlogObject:
     def _prog(self, name: str) -> int:
         return check_ptr(lib.bpf_object__find_program_by_name(self._obj, name.encode()), f"program {name}")
 
-    def _configure(self, netns_id: int, snaplen: int, shared: dict[str, int] | None,
+    def _configure(self, netns_id: int, snaplen: int, filtered: bool, shared: dict[str, int] | None,
                    ring_fds: dict[int, int], lost_flows: int) -> None:
         size = ctypes.c_size_t()
         ptr = check_ptr(lib.bpf_map__initial_value(self._map(".rodata"), ctypes.byref(size)), ".rodata")
         if size.value != CONFIG.itemsize:
             raise BpfError(0, f".rodata is {size.value} bytes, record.CONFIG expects {CONFIG.itemsize}")
         cfg = np.zeros(1, CONFIG)
-        cfg["snaplen"], cfg["netns_id"] = min(snaplen, MAX_SNAPLEN), netns_id
+        cfg["snaplen"], cfg["netns_id"], cfg["filtered"] = min(snaplen, MAX_SNAPLEN), netns_id, filtered
         ctypes.memmove(ptr, cfg.ctypes.data, CONFIG.itemsize)
         if shared:
             for name, fd in shared.items():

@@ -38,7 +38,7 @@ REC = np.dtype(
     ]
 )
 
-CONFIG = np.dtype([("snaplen", "<u4"), ("netns_id", "<u4")])
+CONFIG = np.dtype([("snaplen", "<u4"), ("netns_id", "<u4"), ("filtered", "<u4")])
 
 FLOW_KEY = np.dtype(
     [

@@ -92,7 +92,8 @@ class EbpfSource:
         path = loader.object_path()
         try:
             self._ring_fds = loader.create_rings(self._cpus, self._per_cpu)
-            self._first = loader.NetlogObject(path, 0, self._snaplen, None, self._ring_fds, self._lost_flows)
+            self._first = loader.NetlogObject(path, 0, self._snaplen, self._filter.enabled, None, self._ring_fds,
+                                              self._lost_flows)
         except BpfError as e:
             self._close_ring_fds()
             raise CaptureError(f"cannot load the BPF programs: {e}") from e
@@ -116,8 +117,8 @@ class EbpfSource:
         self._running = True
 
     def _load(self, netns_id: int) -> loader.NetlogObject:
-        return loader.NetlogObject(loader.object_path(), netns_id, self._snaplen, self._shared,
-                                   self._ring_fds, self._lost_flows)
+        return loader.NetlogObject(loader.object_path(), netns_id, self._snaplen, self._filter.enabled,
+                                   self._shared, self._ring_fds, self._lost_flows)
 
     def _fill_filter(self) -> None:
         fds, f = self._shared, self._filter
