@@ -6,10 +6,10 @@ on one veth pair. The capture runs as a user runs it, `bpfnetlog capture --netns
 run `tcpdump -i veth0 -w /dev/null` in b on the same load, for comparison:
 
 - throughput: iperf3 TCP a -> b without capture, with bpfnetlog, with tcpdump, and with
-  only bpfnetlog's tc programs and a reader that drops what it drains ("tc programs only":
-  the kernel side's share of the loss); veth offloads on (TSO/GSO: the hooks see 64 kB GSO
-  packets) and again with TSO/GSO off (wire-sized packets, ~40x the packet rate); `--runs`
-  runs each, medians;
+  bpfnetlog under kernel.bpf_stats_enabled (to time its tc programs: the clock reads of the
+  stats cost each program run, so the plain bpfnetlog rows run without); veth offloads on
+  (TSO/GSO: the hooks see 64 kB GSO packets) and again with TSO/GSO off (wire-sized packets,
+  ~40x the packet rate); `--runs` runs each, medians;
 - packet rate: 64-byte UDP datagrams a -> b at increasing rates (frames written with
   AF_PACKET sendmmsg: iperf3 -u tops out near 100k packets/s here, a UDP socket near
   300k), dropped by nftables after the tc hook;
@@ -18,9 +18,10 @@ run `tcpdump -i veth0 -w /dev/null` in b on the same load, for comparison:
   capture, and whether every request became an L7 record;
 - for every load: kernel drops (bpfnetlog: ring full, from the store's
   bpf_net_capture_stats; tcpdump: "dropped by kernel"), packets/s recorded, and the
-  capturing process's CPU (utime + stime from /proc/PID/stat, load start -> drained)
-  per packet, and for bpfnetlog the time its tc programs ran in the kernel (softirq time
-  that no process is charged for; kernel.bpf_stats_enabled during its runs).
+  capturing process's CPU (utime + stime from /proc/PID/stat, load start -> drained; for
+  bpfnetlog until after its next flush to the store) per packet, and for bpfnetlog + bpf_stats
+  (and the packet-rate loads) the time its tc programs ran in the kernel (softirq time that
+  no process is charged for).
 
 Every load lasts `--seconds` (<= 10). Needs root, iperf3, wrk, nginx, tcpdump, nftables, bpftool.
 Usage: `sudo .venv/bin/python bench/live.py [--seconds 5] [--runs 3] [--rates 100000,...]`.
@@ -129,6 +130,7 @@ class Tool:
 
 
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+FLUSH_S = 5.0  # bpfnetlog capture's default --flush-interval
 
 
 def bpf_run_seconds() -> float:
@@ -138,35 +140,32 @@ def bpf_run_seconds() -> float:
 
 
 class Bpfnetlog(Tool):
-    """`bpfnetlog capture --netns <ns>` into a fresh store; counts from bpf_net_capture_stats.
-
-    Its kernel side runs in softirq context, outside the process's CPU time: counted apart
-    with kernel.bpf_stats_enabled (which itself adds ~20 ns per program run)."""
+    """`bpfnetlog capture --netns <ns>` into a fresh store, as a user runs it (default flush
+    interval, no bpf_stats); counts from bpf_net_capture_stats."""
 
     name = "bpfnetlog"
+    bpf_stats = False
     bpf_s = 0.0
 
     @contextmanager
     def load(self) -> Iterator[None]:
-        before = bpf_run_seconds()
+        before = bpf_run_seconds() if self.bpf_stats else 0.0
         with super().load():
             yield
-        self.bpf_s += bpf_run_seconds() - before
+            time.sleep(FLUSH_S + 0.5)  # its CPU includes writing the load's records to the store
+        if self.bpf_stats:
+            self.bpf_s += bpf_run_seconds() - before
 
     def start(self) -> None:
         self.store = self.work / f"store-{time.monotonic_ns()}"
-        argv = [str(BNL), "capture", "--store", str(self.store), "--netns", self.ns.name, "--flush-interval", "1"]
-        self._spawn_attached(argv, f"{self.store.name}.log", "bpfnetlog capture")
-
-    def _spawn_attached(self, argv: list[str], log: str, what: str) -> None:
-        """Start `argv` with bpf_stats on (restored by stop) and wait for its hooks on b's veth0."""
         self.stats_were = BPF_STATS.read_text().strip()
-        BPF_STATS.write_text("1")
-        self.log = log
-        self.proc = self.lab.spawn(None, argv, log=log)
-        wait_for(lambda: hooked(self.ns, "veth0") or self.proc.poll() is not None, 90, f"{what} to attach")
+        BPF_STATS.write_text("1" if self.bpf_stats else "0")
+        self.log = f"{self.store.name}.log"
+        self.proc = self.lab.spawn(None, [str(BNL), "capture", "--store", str(self.store), "--netns", self.ns.name],
+                                   log=self.log)  # fmt: skip
+        wait_for(lambda: hooked(self.ns, "veth0") or self.proc.poll() is not None, 90, "bpfnetlog capture to attach")
         if self.proc.poll() is not None:
-            raise RuntimeError((self.lab.tmp / log).read_text())
+            raise RuntimeError((self.lab.tmp / self.log).read_text())
 
     def stop(self) -> Seen:
         from bpfnetlog.store.reader import DuckDBStoreReader
@@ -188,37 +187,12 @@ class Bpfnetlog(Tool):
         return Seen(self.name, int(packets or 0), int(dropped or 0), self.cpu, l7, self.bpf_s)
 
 
-class ProgramsOnly(Bpfnetlog):
-    """bpfnetlog's tc programs and ring with a reader that drops every batch (`live.py programs NS`):
-    what the kernel side costs the load without the pipeline (throughput loads only)."""
+class BpfnetlogTimed(Bpfnetlog):
+    """The same capture with kernel.bpf_stats_enabled: the time its tc programs run (the stats'
+    two clock reads per program run make it a little slower than plain `bpfnetlog`)."""
 
-    name = "tc programs only"
-
-    def start(self) -> None:
-        argv = [sys.executable, str(Path(__file__).resolve()), "programs", self.ns.name]
-        self._spawn_attached(argv, f"programs-{time.monotonic_ns()}.log", "the programs-only reader")
-
-    def stop(self) -> Seen:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(60)
-        BPF_STATS.write_text(self.stats_were)
-        out = (self.lab.tmp / self.log).read_text()
-        if code != 0:
-            raise RuntimeError(f"the programs-only reader exited {code}: {out}")
-        counts = json.loads(out.strip().splitlines()[-1])
-        return Seen(self.name, counts["records"], counts["dropped"], self.cpu, -1, self.bpf_s)
-
-
-def _programs_only(netns: str) -> None:
-    """The ProgramsOnly reader: attach to `netns`, drain the ring until SIGTERM, print the counts."""
-    from bpfnetlog.capture.ebpf.source import EbpfSource
-
-    src = EbpfSource(netns=[netns])
-    src.start()
-    signal.signal(signal.SIGTERM, lambda *_: src.stop())  # batches() then ends with the ring's rest
-    records = sum(len(b) for b in src.batches(timeout_s=0.5))
-    print(json.dumps({"records": records, "dropped": src.stats().dropped}), flush=True)
+    name = "bpfnetlog + bpf_stats"
+    bpf_stats = True
 
 
 class Tcpdump(Tool):
@@ -399,7 +373,7 @@ def under(lab2: Lab2, tool: type[Tool] | None, work: Path,
 
 def bench_throughput(lab2: Lab2, work: Path, seconds: float, runs: int) -> list[Row]:
     """iperf3 with offloads on, then off; each under no capture, bpfnetlog, tcpdump, and
-    bpfnetlog's tc programs alone (ProgramsOnly: how much of the loss is the kernel side).
+    bpfnetlog with bpf_stats (BpfnetlogTimed: the time in its tc programs).
 
     The tools take turns run by run (none, bpfnetlog, tcpdump, none, ...): this VM's speed
     drifts by 10% and more within minutes, and a drift must not land on one tool's runs only.
@@ -407,11 +381,12 @@ def bench_throughput(lab2: Lab2, work: Path, seconds: float, runs: int) -> list[
     rows = []
     for offloads in (True, False):
         set_offloads(lab2, offloads)
+        iperf3_gbps(lab2, 2)  # a fresh lab's first run is slow: not a round's baseline
         load = f"iperf3 TCP, TSO/GSO {'on' if offloads else 'off'} (Gbit/s)"
         values: dict[str, list[float]] = {}
         seen: dict[str, list[Seen]] = {}
         for _ in range(runs):
-            for tool in [*TOOLS, ProgramsOnly]:
+            for tool in [*TOOLS, BpfnetlogTimed]:
                 name = tool.name if tool else "none"
                 v, s = under(lab2, tool, work, lambda: [iperf3_gbps(lab2, seconds)])
                 values.setdefault(name, []).extend(v)
@@ -423,10 +398,11 @@ def bench_throughput(lab2: Lab2, work: Path, seconds: float, runs: int) -> list[
 
 
 def bench_flood(lab2: Lab2, work: Path, seconds: float, rates: list[int]) -> list[Row]:
-    """Increasing UDP rates, each under bpfnetlog then tcpdump, until the sender is the limit."""
+    """Increasing UDP rates, each under bpfnetlog (with bpf_stats: the zero-drop rate holds without
+    them too) then tcpdump, until the sender is the limit."""
     rows = []
     for pps in rates:
-        for tool in TOOLS[1:]:
+        for tool in (BpfnetlogTimed, Tcpdump):
             values, seen = under(lab2, tool, work, lambda: [flood(lab2, pps, seconds)])
             rows.append(Row(f"UDP {PAYLOAD} B @ {pps:,}/s (sent/s)", tool.name, values, seen, seconds))
         if min(r.median for r in rows[-2:]) < 0.9 * pps:  # higher targets would measure the sender
@@ -497,7 +473,7 @@ def summary(tput: list[Row], fl: list[Row]) -> str:
         return f"{(vs_none(by[(load, tool)], by[(load, 'none')]) - 1) * 100:+.1f}%"
 
     on, off = "iperf3 TCP, TSO/GSO on", "iperf3 TCP, TSO/GSO off"
-    bnl_pps, bnl_us = zero_drop_rate(fl, "bpfnetlog")
+    bnl_pps, bnl_us = zero_drop_rate(fl, BpfnetlogTimed.name)
     td_pps, td_us = zero_drop_rate(fl, "tcpdump")
     return (f"bench/live (`sudo .venv/bin/python bench/live.py`): iperf3 TSO on {med[(on, 'none')]:.1f} Gbit/s, "
             f"with capture {med[(on, 'bpfnetlog')]:.1f} ({loss(on, 'bpfnetlog')}; tcpdump -w /dev/null "
@@ -545,7 +521,5 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "send":
         print(json.dumps(_sendmmsg_sender(sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))))
-    elif len(sys.argv) == 3 and sys.argv[1] == "programs":
-        _programs_only(sys.argv[2])
     else:
         main()
