@@ -46,6 +46,31 @@ struct {
 	__type(value, __u32); /* NETLOG_QUIET_* */
 } quiet SEC(".maps");
 
+/* Versions of `quiet`: [0] counts the SYNs that removed entries (here), [1] the changes user
+ * space made; both only grow, so their sum changes whenever the table may have. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} quiet_gen SEC(".maps");
+
+/* Per CPU: the last flow looked up in `quiet`, its verdict and the version it was read at.
+ * Bulk transfers come as runs of one flow's packets: a 48-byte compare instead of a hash. */
+struct quiet_memo {
+	struct netlog_flow_key k;
+	__u64 gen;
+	__u32 quiet;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct quiet_memo);
+} quiet_memo SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, NETLOG_STAT_MAX);
@@ -284,6 +309,42 @@ static __always_inline void flow_key(struct netlog_flow_key *k, struct netlog_re
 	k->direction = h->direction;
 }
 
+static __always_inline __u64 quiet_version(void)
+{
+	__u32 syn = 0, user = 1;
+	__u64 *a = bpf_map_lookup_elem(&quiet_gen, &syn), *b = bpf_map_lookup_elem(&quiet_gen, &user);
+
+	return (a ? *a : 0) + (b ? *b : 0);
+}
+
+static __always_inline bool same_flow(const struct netlog_flow_key *a, const struct netlog_flow_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*a) / 4; i++)
+		if (x[i] != y[i])
+			return false;
+	return true;
+}
+
+/* Whether user space asked for headers only on this flow (see quiet_memo). */
+static __always_inline bool is_quiet(struct netlog_flow_key *k)
+{
+	__u32 zero = 0;
+	struct quiet_memo *m = bpf_map_lookup_elem(&quiet_memo, &zero);
+	__u64 gen = quiet_version();
+
+	if (!m)
+		return bpf_map_lookup_elem(&quiet, k) != NULL;
+	if (m->gen == gen && same_flow(&m->k, k))
+		return m->quiet;
+	m->quiet = bpf_map_lookup_elem(&quiet, k) != NULL;
+	__builtin_memcpy(&m->k, k, sizeof(*k));
+	m->gen = gen;
+	return m->quiet;
+}
+
 /* A record the ring had no room for: counted for its flow, so totals stay exact. */
 static __always_inline void count_lost(struct netlog_flow_key *k, struct netlog_rec *h)
 {
@@ -351,10 +412,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 
 	if (h.proto == IPPROTO_TCP && (h.flags & 0x02)) {
 		/* a new connection may speak anything: payload again, both directions */
-		bpf_map_delete_elem(&quiet, &k);
+		long gone = bpf_map_delete_elem(&quiet, &k) == 0;
 		k.direction = NETLOG_DIR_INGRESS + NETLOG_DIR_EGRESS - k.direction;
-		bpf_map_delete_elem(&quiet, &k);
-	} else if (h.payload_len && bpf_map_lookup_elem(&quiet, &k)) {
+		gone |= bpf_map_delete_elem(&quiet, &k) == 0;
+		k.direction = h.direction;
+		if (gone) { /* every CPU's memo of these flows is stale now */
+			__u32 syn = 0;
+			__u64 *g = bpf_map_lookup_elem(&quiet_gen, &syn);
+			if (g)
+				__sync_fetch_and_add(g, 1);
+		}
+	} else if (h.payload_len && is_quiet(&k)) {
 		quiet_flow = true;
 		stat_inc(NETLOG_STAT_QUIET);
 	}

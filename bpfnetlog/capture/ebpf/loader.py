@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from bpfnetlog.capture.ebpf.libbpf import BPF_ANY, BatchOpts, BpfError, check, check_ptr, lib, num_possible_cpus
-from bpfnetlog.capture.ebpf.record import CONFIG, FLOW_KEY, FLOW_VAL, LPM_KEY, MAX_SNAPLEN, STAT_MAX
+from bpfnetlog.capture.ebpf.record import CONFIG, FLOW_KEY, FLOW_VAL, LPM_KEY, MAX_SNAPLEN, QUIET_NO_PAYLOAD, STAT_MAX
 from bpfnetlog.capture.errors import CaptureError
 
-MAPS = ("rings", "lost", "quiet", "stats", "filter", "filter_addr", "filter_port")
+MAPS = ("rings", "lost", "quiet", "quiet_gen", "quiet_memo", "stats", "filter", "filter_addr", "filter_port")
 # (direction, link has no L2 header) -> program name in netlog.bpf.c
 PROGRAMS = {(1, False): "netlog_ingress", (2, False): "netlog_egress", (1, True): "netlog_in_l3", (2, True): "netlog_eg_l3"}
 OBJECT_ENV = "BPFNETLOG_BPF_OBJECT"
@@ -134,6 +134,25 @@ def map_delete(fd: int, key: np.ndarray, what: str) -> None:
     ret = lib.bpf_map_delete_elem(fd, key.ctypes.data)
     if ret < 0 and -ret != errno.ENOENT:
         check(ret, f"delete {what}")
+
+
+class QuietFlows:
+    """User space's side of the `quiet` map: entries written or removed, then the table's version
+    (quiet_gen[1]) raised, so that no CPU goes on using a memo of an older verdict (quiet_memo)."""
+
+    def __init__(self, map_fds: dict[str, int]):
+        self._quiet, self._gen, self._version = map_fds["quiet"], map_fds["quiet_gen"], 0
+
+    def apply(self, quiet: list[np.ndarray], resumed: list[np.ndarray]) -> None:
+        """Headers only for the flows (FLOW_KEY) in `quiet`, payload again for those in `resumed`."""
+        value = np.array([QUIET_NO_PAYLOAD], np.uint32)
+        for key in quiet:
+            map_update(self._quiet, key, value, "quiet flows")
+        for key in resumed:
+            map_delete(self._quiet, key, "quiet flows")
+        if quiet or resumed:
+            self._version += 1
+            map_update(self._gen, np.array([1], np.uint32), np.array([self._version], np.uint64), "quiet version")
 
 
 def read_stats(fd: int) -> np.ndarray:

@@ -19,7 +19,6 @@ from bpfnetlog.capture.ebpf.libbpf import BpfError
 from bpfnetlog.capture.ebpf.record import (
     FLOW_KEY,
     FLOW_VAL,
-    QUIET_NO_PAYLOAD,
     STAT_QUIET,
     STAT_FILTERED,
     STAT_RING_DROP,
@@ -86,6 +85,7 @@ class EbpfSource:
         self._ring_lock = threading.Lock()
         self._rest_batch: PacketBatch | None = None  # read from the ring as it closed
         self._kernel = np.zeros(8, np.uint64)  # last kernel counters, kept after stop()
+        self._quiet: loader.QuietFlows | None = None
 
     def start(self) -> None:
         require_caps(CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, backend="eBPF")
@@ -98,6 +98,7 @@ class EbpfSource:
             self._close_ring_fds()
             raise CaptureError(f"cannot load the BPF programs: {e}") from e
         self._shared = dict(self._first.map_fds)
+        self._quiet = loader.QuietFlows(self._shared)
         self._fill_filter()
         self._ring = Rings(list(self._ring_fds.values()), self._per_cpu)
         self._attacher = TcAttacher(self._load, self._attach_mode)
@@ -188,15 +189,9 @@ class EbpfSource:
         The pipeline asks for it once its L7 stage gave up on a connection: then a bulk transfer
         costs the ring and this process headers only. A SYN clears it in the kernel too.
         """
-        fd = self._shared["quiet"] if self._shared else None
-        if fd is None:
-            return
-        value = np.array([QUIET_NO_PAYLOAD], np.uint32)
-        for refs, apply in ((quiet, lambda k: loader.map_update(fd, k, value, "quiet flows")),
-                            (resumed, lambda k: loader.map_delete(fd, k, "quiet flows"))):  # fmt: skip
-            for ref in refs:
-                for key in self._quiet_keys(ref):
-                    apply(key)
+        if self._quiet is not None:
+            self._quiet.apply([k for r in quiet for k in self._quiet_keys(r)],
+                              [k for r in resumed for k in self._quiet_keys(r)])  # fmt: skip
 
     def _quiet_keys(self, ref: FlowRef) -> list[np.ndarray]:
         """The kernel's flow keys of a connection: each orientation at ingress and at egress."""
@@ -236,7 +231,7 @@ class EbpfSource:
         if self._first is not None:
             self._first.close()
             self._first = None
-        self._shared = None
+        self._shared, self._quiet = None, None
 
     def _close_ring(self) -> None:
         with self._ring_lock:  # stop() and a finishing batches() may race here
