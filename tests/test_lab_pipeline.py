@@ -123,10 +123,12 @@ def test_capture_is_complete(lab_pcap: LabPcap, truth: Truth) -> None:
 def test_groundtruth_http_matches_clients(lab_pcap: LabPcap, truth: Truth) -> None:
     """tshark sees exactly the requests curl and h2load made, with the statuses they got."""
     piped_ports = {r.local_port for r in lab_pcap.pipelined}
-    curl_ports = {r.local_port for r in lab_pcap.curl}
-    seen = Counter((x.client_port, x.method, x.target, x.status) for x in truth.http if x.client_port in curl_ports)
+    # a connection is (client port, server port): h2load's may reuse an ephemeral port curl used
+    curl_conns = {(r.local_port, r.remote_port) for r in lab_pcap.curl}
+    seen = Counter((x.client_port, x.method, x.target, x.status) for x in truth.http
+                   if (x.client_port, x.server_port) in curl_conns)  # fmt: skip
     assert seen == Counter((r.local_port, r.method, r.target, r.status) for r in lab_pcap.curl)
-    h2 = [x for x in truth.http if x.client_port not in curl_ports | piped_ports]
+    h2 = [x for x in truth.http if (x.client_port, x.server_port) not in curl_conns and x.client_port not in piped_ports]
     assert len({x.stream for x in h2}) == 1 and len(h2) == lab_pcap.h2load["total"] == H2LOAD_REQUESTS
     assert {(x.method, x.target, x.status) for x in h2} == {("GET", "/1k.bin", 200)} and lab_pcap.h2load["2xx"] == len(h2)
     assert all(x.responses_complete for x in truth.http if x.client_port not in piped_ports)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,10 @@ from bpfnetlog.packets import DIR_EGRESS, DIR_INGRESS, FlowRef, PacketBatch, Sou
 # (checked every COALESCE_STEP_S).
 COALESCE_BYTES, COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S = 2 << 20, 8, 0.2, 0.01
 RING_MIN_PER_CPU = 4 << 20
+# Batches the reader thread took from the rings and the pipeline has not yet: a flush that
+# writes millions of rows waits here, in memory, not in the rings. Beyond it the reader
+# waits, the rings fill and the kernel counts what it cannot keep (ring drops).
+QUEUE_BYTES = 256 << 20
 
 
 def per_cpu_ring(total: int, cpus: int) -> int:
@@ -40,6 +45,10 @@ def per_cpu_ring(total: int, cpus: int) -> int:
     busy CPU, say an elephant flow's, fills its own ring only), as a power of two."""
     size = max(total // cpus, min(total, RING_MIN_PER_CPU))
     return 1 << (size.bit_length() - 1)
+
+
+def _nbytes(batch: PacketBatch) -> int:
+    return sum(v.nbytes for v in batch.cols.values()) + batch.src_ip.nbytes + batch.dst_ip.nbytes + batch.data.nbytes
 
 
 @dataclass
@@ -81,9 +90,12 @@ class EbpfSource:
         self._frames = 1
         self._received = 0
         self._running = False
-        self._iterating = False
-        self._ring_lock = threading.Lock()
-        self._rest_batch: PacketBatch | None = None  # read from the ring as it closed
+        self._reader: threading.Thread | None = None
+        self._queue: queue.Queue[PacketBatch | None] = queue.Queue()  # None: the reader ended
+        self._queued = 0  # bytes in the queue
+        self._queued_lock = threading.Lock()
+        self._reader_error: BaseException | None = None
+        self._ended = False  # batches() saw the reader's end
         self._kernel = np.zeros(8, np.uint64)  # last kernel counters, kept after stop()
         self._quiet: loader.QuietFlows | None = None
 
@@ -116,6 +128,8 @@ class EbpfSource:
             self.stop()
             raise CaptureError(f"eBPF capture attached to no interface: {errors}")
         self._running = True
+        self._reader = threading.Thread(target=self._read_rings, name="bpfnetlog-rings", daemon=True)
+        self._reader.start()
 
     def _load(self, netns_id: int) -> loader.NetlogObject:
         return loader.NetlogObject(loader.object_path(), netns_id, self._snaplen, self._filter.enabled,
@@ -133,39 +147,55 @@ class EbpfSource:
 
     def batches(self, timeout_s: float = 1.0) -> Iterator[PacketBatch]:
         """Yield batches as records arrive, an empty batch after `timeout_s` of silence
-        (so callers can flush on time); ends after stop(), with what the ring held then.
+        (so callers can flush on time); ends after stop(), with what the rings held then.
         Called again after stop() (say after Ctrl-C interrupted the loop), it yields that rest."""
-        self._iterating = True
+        while not self._ended:
+            try:
+                batch = self._queue.get(timeout=timeout_s)
+            except queue.Empty:
+                yield PacketBatch.empty(self.nics.snapshot())
+                continue
+            if batch is None:
+                self._ended = True
+                if self._reader_error is not None:
+                    raise CaptureError(f"reading the ring buffers failed: {self._reader_error}") from self._reader_error
+                return
+            with self._queued_lock:
+                self._queued -= _nbytes(batch)
+            yield batch
+
+    def _read_rings(self) -> None:
+        """The reader thread: rings -> batches -> queue, until stop(); then what the rings still
+        hold (the programs are detached by then), and the queue's end mark."""
+        ring = self._ring
+        assert ring is not None
         try:
             while self._running:
-                if not self._ring.wait(timeout_s):
-                    yield PacketBatch.empty(self.nics.snapshot())
+                if self._queued > QUEUE_BYTES:  # the pipeline is behind: let the rings fill
+                    time.sleep(COALESCE_STEP_S)
                     continue
-                if self._ring.pending() < COALESCE_BYTES:
-                    self._ring.settle(self._per_cpu // COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S)
-                batch = self._read()
-                if len(batch):
-                    yield batch
-            last = self._rest()
-            if last is not None and len(last):
-                yield last
+                if not ring.wait(0.1):
+                    continue
+                if ring.pending() < COALESCE_BYTES:
+                    ring.settle(self._per_cpu // COALESCE_FILL, COALESCE_MAX_S, COALESCE_STEP_S)
+                self._put(self._read(ring))
+            self._put(self._read(ring))
+        except BaseException as e:  # reported by batches(), not lost with the thread
+            self._reader_error = e
         finally:
-            self._iterating = False
-            if not self._running:
-                self._close_ring()
+            self._close_ring()
+            self._queue.put(None)
 
-    def _rest(self) -> PacketBatch | None:
-        """After stop(): what the ring still held (read now, or by stop() itself), once."""
-        with self._ring_lock:
-            if self._ring is not None:
-                return self._read()
-            rest, self._rest_batch = self._rest_batch, None
-            return rest
+    def _put(self, batch: PacketBatch) -> None:
+        if len(batch):
+            with self._queued_lock:
+                self._queued += _nbytes(batch)
+            self._queue.put(batch)
 
-    def _read(self) -> PacketBatch:
+    def _read(self, ring: Rings) -> PacketBatch:
         # the kernel stamps CLOCK_MONOTONIC; records get wall-clock ns
         shift = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        batch = to_batch(*self._ring.read(shift), self.nics, self._frames)
+        batch = to_batch(*ring.read(shift), self.nics, self._frames)
         self._frames += len(batch)
         self._received += len(batch)
         return batch
@@ -220,13 +250,15 @@ class EbpfSource:
 
     def stop(self) -> None:
         """Detach everything and free the maps; safe to call twice and from another thread
-        (a running batches() then ends within its timeout and frees the ring itself)."""
+        (batches() then yields what the rings held and ends)."""
         self._running = False
         if self._follower is not None and self._follower.is_alive():
             self._follower.stop()  # kept: stats() still reports its mode and errors
         if self._shared:
             self._kernel = loader.read_stats(self._shared["stats"])
-        if not self._iterating:
+        if self._reader is not None:
+            self._reader.join()  # it reads the rest and closes the rings
+        else:
             self._close_ring()
         if self._first is not None:
             self._first.close()
@@ -234,12 +266,10 @@ class EbpfSource:
         self._shared, self._quiet = None, None
 
     def _close_ring(self) -> None:
-        with self._ring_lock:  # stop() and a finishing batches() may race here
-            if self._ring is not None:
-                self._rest_batch = self._read()  # the programs are detached: nothing more comes
-                self._ring.close()
-                self._ring = None
-            self._close_ring_fds()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        self._close_ring_fds()
 
     def _close_ring_fds(self) -> None:
         for fd in self._ring_fds.values():
