@@ -24,7 +24,7 @@ run `tcpdump -i veth0 -w /dev/null` in b on the same load, for comparison:
   no process is charged for).
 
 Every load lasts `--seconds` (<= 10). Needs root, iperf3, wrk, nginx, tcpdump, nftables, bpftool.
-Usage: `sudo .venv/bin/python bench/live.py [--seconds 5] [--runs 3] [--rates 100000,...]`.
+Usage: `sudo .venv/bin/python bench/live.py [--seconds 5] [--runs 3] [--rates 100000,...] [--offloads on]`.
 """
 
 from __future__ import annotations
@@ -371,18 +371,18 @@ def under(lab2: Lab2, tool: type[Tool] | None, work: Path,
     return values, seen
 
 
-def bench_throughput(lab2: Lab2, work: Path, seconds: float, runs: int) -> list[Row]:
-    """iperf3 with offloads on, then off; each under no capture, bpfnetlog, tcpdump, and
-    bpfnetlog with bpf_stats (BpfnetlogTimed: the time in its tc programs).
+def bench_throughput(lab2: Lab2, work: Path, seconds: float, runs: int, offloads: list[bool]) -> list[Row]:
+    """iperf3 with offloads on, then off (those in `offloads`); each under no capture, bpfnetlog,
+    tcpdump, and bpfnetlog with bpf_stats (BpfnetlogTimed: the time in its tc programs).
 
     The tools take turns run by run (none, bpfnetlog, tcpdump, none, ...): this VM's speed
     drifts by 10% and more within minutes, and a drift must not land on one tool's runs only.
     """
     rows = []
-    for offloads in (True, False):
-        set_offloads(lab2, offloads)
+    for on in offloads:
+        set_offloads(lab2, on)
         iperf3_gbps(lab2, 2)  # a fresh lab's first run is slow: not a round's baseline
-        load = f"iperf3 TCP, TSO/GSO {'on' if offloads else 'off'} (Gbit/s)"
+        load = f"iperf3 TCP, TSO/GSO {'on' if on else 'off'} (Gbit/s)"
         values: dict[str, list[float]] = {}
         seen: dict[str, list[Seen]] = {}
         for _ in range(runs):
@@ -489,10 +489,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="iperf3 / wrk runs per setting (medians)")
     ap.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)), help="UDP packets/s to try, ascending")
     ap.add_argument("--loads", default="throughput,rate,http", help="which loads to run (comma separated)")
+    ap.add_argument("--offloads", default="on,off", help="veth TSO/GSO settings of the throughput loads: on,off / on / off")
     args = ap.parse_args()
     loads = set(args.loads.split(","))
     if not loads or loads - {"throughput", "rate", "http"}:
         ap.error("--loads: a comma separated subset of throughput,rate,http")
+    offloads = [o == "on" for o in args.offloads.split(",")]
+    if not offloads or set(args.offloads.split(",")) - {"on", "off"}:
+        ap.error("--offloads: on,off, on or off")
     if not 0 < args.seconds <= 10:
         ap.error("--seconds must be in (0, 10]")
     if os.geteuid() != 0:
@@ -507,14 +511,14 @@ def main() -> None:
                       f"loads of {args.seconds:g} s; capture on b (lo + veth0)")  # fmt: skip
         tput = fl = None
         if "throughput" in loads:
-            tput = bench_throughput(lab2, lab.tmp, args.seconds, args.runs)
+            tput = bench_throughput(lab2, lab.tmp, args.seconds, args.runs, offloads)
             console.print(table("Throughput", tput))
         if "rate" in loads:
             fl = bench_flood(lab2, lab.tmp, args.seconds, rates)
             console.print(table("Packet rate", fl))
         if "http" in loads:
             console.print(table("HTTP", bench_wrk(lab2, lab.tmp, args.seconds, args.runs)))
-    if tput is not None and fl is not None:
+    if tput is not None and fl is not None and set(offloads) == {True, False}:
         console.print(summary(tput, fl), soft_wrap=True)
 
 
