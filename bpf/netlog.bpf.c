@@ -46,8 +46,8 @@ struct {
 	__type(value, __u32); /* NETLOG_QUIET_* */
 } quiet SEC(".maps");
 
-/* Versions of `quiet`: [0] counts the SYNs that removed entries (here), [1] the changes user
- * space made; both only grow, so their sum changes whenever the table may have. */
+/* Versions of `quiet` (NETLOG_QUIET_GEN_*): the SYNs that removed entries (here), the changes
+ * user space made; both only grow, so their sum changes whenever the table may have. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2);
@@ -311,7 +311,7 @@ static __always_inline void flow_key(struct netlog_flow_key *k, struct netlog_re
 
 static __always_inline __u64 quiet_version(void)
 {
-	__u32 syn = 0, user = 1;
+	__u32 syn = NETLOG_QUIET_GEN_SYN, user = NETLOG_QUIET_GEN_USER;
 	__u64 *a = bpf_map_lookup_elem(&quiet_gen, &syn), *b = bpf_map_lookup_elem(&quiet_gen, &user);
 
 	return (a ? *a : 0) + (b ? *b : 0);
@@ -412,12 +412,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 
 	if (h.proto == IPPROTO_TCP && (h.flags & 0x02)) {
 		/* a new connection may speak anything: payload again, both directions */
-		long gone = bpf_map_delete_elem(&quiet, &k) == 0;
+		bool gone = bpf_map_delete_elem(&quiet, &k) == 0;
 		k.direction = NETLOG_DIR_INGRESS + NETLOG_DIR_EGRESS - k.direction;
 		gone |= bpf_map_delete_elem(&quiet, &k) == 0;
 		k.direction = h.direction;
 		if (gone) { /* every CPU's memo of these flows is stale now */
-			__u32 syn = 0;
+			__u32 syn = NETLOG_QUIET_GEN_SYN;
 			__u64 *g = bpf_map_lookup_elem(&quiet_gen, &syn);
 			if (g)
 				__sync_fetch_and_add(g, 1);

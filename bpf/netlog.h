@@ -64,10 +64,13 @@ struct netlog_flow_val {
 	__u64 segs;          /* sum of gso_segs: wire packets after segmentation */
 };
 
-/* User space's verdict on one direction of a flow (the `quiet` map, same key as `flows`):
+/* User space's verdict on one direction of a flow (the `quiet` map, same key as `lost`):
  * its payload is of no use (the L7 stage gave up on the connection), so records of it
  * carry headers only. A SYN removes the entry: a new connection may speak anything. */
 #define NETLOG_QUIET_NO_PAYLOAD 1
+/* Entries of `quiet_gen`, the table's version: SYN removals (kernel), changes by user space. */
+#define NETLOG_QUIET_GEN_SYN 0
+#define NETLOG_QUIET_GEN_USER 1
 
 /* Filter: a disjunction of clauses; clause i holds when all `pos` atoms are
  * true and no `neg` atom is. The atom bit vector of a packet comes from the

@@ -12,7 +12,6 @@ import pytest
 
 from bpfnetlog.capture.ebpf import loader
 from bpfnetlog.capture.ebpf.libbpf import lib
-from bpfnetlog.capture.ebpf.record import FLOW_KEY
 from bpfnetlog.capture.ebpf.ringbuf import Rings
 from bpfnetlog.packets import DIR_INGRESS
 
@@ -74,12 +73,9 @@ def run(obj: loader.NetlogObject, rings: Rings, data: bytes) -> dict[str, int]:
 
 
 def key(rec: dict[str, int]) -> np.ndarray:
-    k = np.zeros(1, FLOW_KEY)
-    k["ifindex"], k["netns_id"], k["proto"], k["direction"] = rec["ifindex"], 7, 6, DIR_INGRESS
-    k["saddr"][0][10:], k["daddr"][0][10:] = np.frombuffer(b"\xff\xff" + CLIENT, np.uint8), np.frombuffer(
-        b"\xff\xff" + SERVER, np.uint8)
-    k["sport"], k["dport"] = 40000, 80
-    return k
+    """The flow of frame()'s packets at this ingress, as the kernel keys it."""
+    return loader.flow_key(rec["ifindex"], 7, 6, DIR_INGRESS, b"\0" * 10 + b"\xff\xff" + CLIENT, 40000,
+                           b"\0" * 10 + b"\xff\xff" + SERVER, 80)  # fmt: skip
 
 
 def test_quiet_verdicts_reach_every_packet_after_them(kernel) -> None:

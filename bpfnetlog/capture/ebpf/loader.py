@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from bpfnetlog.capture.ebpf.libbpf import BPF_ANY, BatchOpts, BpfError, check, check_ptr, lib, num_possible_cpus
-from bpfnetlog.capture.ebpf.record import CONFIG, FLOW_KEY, FLOW_VAL, LPM_KEY, MAX_SNAPLEN, QUIET_NO_PAYLOAD, STAT_MAX
+from bpfnetlog.capture.ebpf.record import (
+    CONFIG,
+    FLOW_KEY,
+    FLOW_VAL,
+    LPM_KEY,
+    MAX_SNAPLEN,
+    QUIET_GEN_USER,
+    QUIET_NO_PAYLOAD,
+    STAT_MAX,
+)
 from bpfnetlog.capture.errors import CaptureError
 
 MAPS = ("rings", "lost", "quiet", "quiet_gen", "quiet_memo", "stats", "filter", "filter_addr", "filter_port")
@@ -152,7 +161,8 @@ class QuietFlows:
             map_delete(self._quiet, key, "quiet flows")
         if quiet or resumed:
             self._version += 1
-            map_update(self._gen, np.array([1], np.uint32), np.array([self._version], np.uint64), "quiet version")
+            map_update(self._gen, np.array([QUIET_GEN_USER], np.uint32), np.array([self._version], np.uint64),
+                       "quiet version")  # fmt: skip
 
 
 def read_stats(fd: int) -> np.ndarray:
@@ -187,6 +197,16 @@ def read_lost(fd: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         token_in[:] = token_out
         first = False
     return np.concatenate(keys), np.concatenate(vals)
+
+
+def flow_key(ifindex: int, netns_id: int, proto: int, direction: int, saddr: bytes, sport: int, daddr: bytes,
+             dport: int) -> np.ndarray:  # fmt: skip
+    """One key of the per-flow maps (`quiet`, `lost`); addresses as 16 bytes (IPv4 ::ffff:a.b.c.d)."""
+    key = np.zeros(1, FLOW_KEY)
+    key["ifindex"], key["netns_id"], key["proto"], key["direction"] = ifindex, netns_id, proto, direction
+    key["saddr"][0], key["daddr"][0] = np.frombuffer(saddr, np.uint8), np.frombuffer(daddr, np.uint8)
+    key["sport"], key["dport"] = sport, dport
+    return key
 
 
 def lpm_key(prefixlen: int, addr: bytes) -> np.ndarray:

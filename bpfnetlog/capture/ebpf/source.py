@@ -18,7 +18,6 @@ from bpfnetlog.capture.ebpf.filter import compile_filter
 from bpfnetlog.capture.ebpf.follow import Follower
 from bpfnetlog.capture.ebpf.libbpf import BpfError
 from bpfnetlog.capture.ebpf.record import (
-    FLOW_KEY,
     FLOW_VAL,
     STAT_QUIET,
     STAT_FILTERED,
@@ -45,10 +44,6 @@ def per_cpu_ring(total: int, cpus: int) -> int:
     busy CPU, say an elephant flow's, fills its own ring only), as a power of two."""
     size = max(total // cpus, min(total, RING_MIN_PER_CPU))
     return 1 << (size.bit_length() - 1)
-
-
-def _nbytes(batch: PacketBatch) -> int:
-    return sum(v.nbytes for v in batch.cols.values()) + batch.src_ip.nbytes + batch.dst_ip.nbytes + batch.data.nbytes
 
 
 @dataclass
@@ -91,7 +86,7 @@ class EbpfSource:
         self._received = 0
         self._running = False
         self._reader: threading.Thread | None = None
-        self._queue: queue.Queue[PacketBatch | None] = queue.Queue()  # None: the reader ended
+        self._queue: queue.Queue[tuple[PacketBatch, int] | None] = queue.Queue()  # (batch, bytes); None: the end
         self._queued = 0  # bytes in the queue
         self._queued_lock = threading.Lock()
         self._reader_error: BaseException | None = None
@@ -151,17 +146,18 @@ class EbpfSource:
         Called again after stop() (say after Ctrl-C interrupted the loop), it yields that rest."""
         while not self._ended:
             try:
-                batch = self._queue.get(timeout=timeout_s)
+                item = self._queue.get(timeout=timeout_s)
             except queue.Empty:
                 yield PacketBatch.empty(self.nics.snapshot())
                 continue
-            if batch is None:
+            if item is None:
                 self._ended = True
                 if self._reader_error is not None:
                     raise CaptureError(f"reading the ring buffers failed: {self._reader_error}") from self._reader_error
                 return
+            batch, size = item
             with self._queued_lock:
-                self._queued -= _nbytes(batch)
+                self._queued -= size
             yield batch
 
     def _read_rings(self) -> None:
@@ -188,9 +184,10 @@ class EbpfSource:
 
     def _put(self, batch: PacketBatch) -> None:
         if len(batch):
+            size = sum(v.nbytes for v in (*batch.cols.values(), batch.src_ip, batch.dst_ip, batch.data))
             with self._queued_lock:
-                self._queued += _nbytes(batch)
-            self._queue.put(batch)
+                self._queued += size
+            self._queue.put((batch, size))
 
     def _read(self, ring: Rings) -> PacketBatch:
         # the kernel stamps CLOCK_MONOTONIC; records get wall-clock ns
@@ -228,16 +225,10 @@ class EbpfSource:
         netns_id = self.nics.netns_id(ref.nic)
         if netns_id is None:
             return []
-        keys = []
-        for saddr, sport, daddr, dport in ((ref.ip_a, ref.port_a, ref.ip_b, ref.port_b),
-                                           (ref.ip_b, ref.port_b, ref.ip_a, ref.port_a)):  # fmt: skip
-            for direction in (DIR_INGRESS, DIR_EGRESS):
-                k = np.zeros(1, FLOW_KEY)
-                k["ifindex"], k["netns_id"], k["proto"], k["direction"] = ref.nic.ifindex, netns_id, ref.proto, direction
-                k["saddr"][0], k["daddr"][0] = np.frombuffer(saddr, np.uint8), np.frombuffer(daddr, np.uint8)
-                k["sport"], k["dport"] = sport, dport
-                keys.append(k)
-        return keys
+        return [loader.flow_key(ref.nic.ifindex, netns_id, ref.proto, direction, saddr, sport, daddr, dport)
+                for saddr, sport, daddr, dport in ((ref.ip_a, ref.port_a, ref.ip_b, ref.port_b),
+                                                   (ref.ip_b, ref.port_b, ref.ip_a, ref.port_a))
+                for direction in (DIR_INGRESS, DIR_EGRESS)]  # fmt: skip
 
     def ring_losses(self) -> RingLosses:
         keys, vals = loader.read_lost(self._shared["lost"])
