@@ -121,8 +121,12 @@ class Pipeline:
         egress = np.flatnonzero((batch.direction == DIR_EGRESS) & (an.slot >= 0))
         if not len(egress):
             return
-        slots, first = np.unique(an.slot[egress], return_index=True)
-        for slot, side in zip(slots.tolist(), an.side[egress][first].tolist()):
+        # a connection's packets come in runs: its first packet starts one, so the first of each
+        # slot is among the run starts, far fewer to sort than the packets
+        slot = an.slot[egress]
+        starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
+        slots, first = np.unique(slot[starts], return_index=True)
+        for slot, side in zip(slots.tolist(), an.side[egress[starts[first]]].tolist()):
             conn = self.conns[slot]
             if conn.wire_local < 0 and conn.src_side < 0 and not conn.nic.name == "lo":
                 conn.wire_local = side

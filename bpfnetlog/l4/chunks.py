@@ -41,9 +41,13 @@ class PendingPackets:
         return self._parts[0] if self._parts else {}
 
     def add(self, batch: PacketBatch, an: Analyzed) -> None:
-        keep = an.slot >= 0
-        new = {name: batch.cols[name][keep] for name in _FROM_BATCH}
-        new.update({name: getattr(an, name)[keep] for name in _FROM_L4})
+        """Keep the batch's columns (the batch owns them and is done with them), without the
+        packets L4 refused (hash collisions: slot -1), if any."""
+        new = {name: batch.cols[name] for name in _FROM_BATCH}
+        new.update({name: getattr(an, name) for name in _FROM_L4})
+        if (an.slot < 0).any():
+            keep = an.slot >= 0
+            new = {name: v[keep] for name, v in new.items()}
         self._parts.append(new)
 
     def take(self, mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -66,10 +66,13 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
                 at.append(i)
                 found.append(m)
     # n rows, null except where marked: the few markers' values, taken
-    where = np.full(n, -1, np.int32)
-    where[at] = np.arange(len(at), dtype=np.int32)
-    take = pa.array(where, mask=where < 0)
-    l7_cols = {name: pa.array([getattr(m, name) for m in found], pa.string()).take(take) for name in names}
+    if found:
+        where = np.full(n, -1, np.int32)
+        where[at] = np.arange(len(at), dtype=np.int32)
+        take = pa.array(where, mask=where < 0)
+        l7_cols = {name: pa.array([getattr(m, name) for m in found], pa.string()).take(take) for name in names}
+    else:  # a bulk transfer's rows: no marker at all
+        l7_cols = dict.fromkeys(names, pa.nulls(n, pa.string()))
     if fast_marks is not None:
         fast = fast_marks["l7_id"].is_valid()
         l7_cols["l7_proto"] = pc.if_else(fast, pa.scalar("http"), l7_cols["l7_proto"])
@@ -81,8 +84,8 @@ def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: 
         "host": dictionary(np.zeros(n, np.int32), pa.array([host])),
         "nic_name": dictionary(inv, nic_names),
         "conn_id": dictionary(inv, conn_ids),
-        "chunk_id": rows["chunk"].astype(np.int32),
-        "idx": rows["idx"].astype(np.int32),
+        "chunk_id": rows["chunk"].astype(np.int32, copy=False),
+        "idx": rows["idx"].astype(np.int32, copy=False),
         "frame": rows["frame"],
         "txrx": dictionary((rows["side"] != src_side).astype(np.int32), pa.array(["tx", "rx"])),
         "flags": dictionary(flags, FLAG_TEXT),
