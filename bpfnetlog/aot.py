@@ -58,7 +58,10 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
                           A(I64), A(U16), A(U32), A(U8), A(U8), A(U16), A(U16), A(U8), A(U32), A(U32), A(U16),
                           A(I8), A(U32), A(I64), A(U32), A(U8, 2), A(U8, 2), A(U8), A(U16)),
     },
-    "l4.chunks": {"_chunk_sums": (A(I64), A(I32), A(U8), A(I64), A(U16), A(U32), A(U8), A(I64), A(U32), A(I64, 2))},
+    "l4.chunks": {
+        "_chunk_of_rows": (A(I32), A(I32), A(I64), A(I64), A(I64), A(I64), A(I64)),
+        "_chunk_sums": (A(I64), A(I32), A(U8), A(I64), A(U16), A(U32), A(U8), A(I64), A(U32), A(I64), A(I64, 2)),
+    },
     "l4.flowkeys": {
         "_keys": (A(U16), A(U8), A(U8, 2), A(U8, 2), A(U16), A(U16), A(U64, 2), A(U64), A(U8)),
         "_group": (A(U64), A(I64), A(U64), A(I64), A(I64)),

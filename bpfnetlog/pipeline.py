@@ -21,7 +21,7 @@ from bpfnetlog.correlate.ids import nic_traceid
 from bpfnetlog.correlate.tags import Conn, new_conn
 from bpfnetlog.l4 import tcp_analysis as ta
 from bpfnetlog.l4 import zeek
-from bpfnetlog.l4.chunks import PendingPackets, chunk_sums, sorted_groups
+from bpfnetlog.l4.chunks import PendingPackets, chunk_sums
 from bpfnetlog.enrich.listening import Listening, server_side
 from bpfnetlog.l4.flowkeys import batch_keys, key_parts
 from bpfnetlog.l4.flows import FlowTable
@@ -461,7 +461,7 @@ class Pipeline:
         if not rows or not len(rows["slot"]):
             return
         fl = self.flows.fl
-        slots, _ = sorted_groups(rows["slot"])
+        slots = np.flatnonzero(np.bincount(rows["slot"]))
         slot_list = slots.tolist()
         tags = [self._tags(slot) for slot in slot_list]  # fixes src_side before tx/rx are counted
         src_side = np.zeros(self.flows.capacity, np.int64)

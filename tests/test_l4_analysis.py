@@ -216,32 +216,59 @@ def test_chunks_hold_at_most_256_packets(tmp_path: Path) -> None:
     assert an.idx.tolist() == list(range(303))
 
 
-def test_pending_rows_sorted_by_slot_chunk_idx() -> None:
-    """PendingPackets.take returns rows by (slot, chunk, idx) whether or not they arrived in
-    that order within a slot (the fast path trusts arrival order only after checking it)."""
+def _pending(run: int):
+    """PendingPackets after two batches of 50 packets of 3 connections taking turns every `run`
+    packets; packets 1 and 51 were refused by L4 (a hash collision: slot -1)."""
     import numpy as np
 
-    from bpfnetlog.l4.chunks import _order
+    from bpfnetlog.l4.chunks import PendingPackets
+    from bpfnetlog.l4.flows import Analyzed
+    from bpfnetlog.packets import PacketBatch
 
-    rng = np.random.default_rng(7)
-    slot = rng.integers(0, 50, 5000)
-    chunk, idx = np.zeros(5000, np.int64), np.zeros(5000, np.int64)
-    for s in range(50):  # arrival order: each slot's packets numbered in turn, 256 a chunk
-        rows = np.flatnonzero(slot == s)
-        idx[rows] = np.arange(len(rows)) + 3000  # idx counts a connection's packets: > 1,024 too
-        chunk[rows] = idx[rows] // 256
-    expect = np.lexsort((idx, chunk, slot))
-    assert np.array_equal(_order(slot, chunk, idx), expect)
-    swapped = idx.copy()
-    a, b = np.flatnonzero(slot == 3)[:2]
-    swapped[a], swapped[b] = swapped[b], swapped[a]  # one slot's rows out of arrival order
-    assert np.array_equal(_order(slot, chunk, swapped), np.lexsort((swapped, chunk, slot)))
-    big = slot + 70_000  # slots beyond 16 bits
-    assert np.array_equal(_order(big, chunk, idx), np.lexsort((idx, chunk, big)))
+    pending = PendingPackets()
+    for first in (0, 50):
+        rows = np.arange(first, first + 50)
+        cols = {name: rows.astype(np.int64) for name in ("ts", "frame", "flags", "seq", "ack", "win", "payload_len",
+                                                          "gso_segs", "l7_mark")}  # fmt: skip
+        an = Analyzed(slot=((rows // run) % 3).astype(np.int32), side=np.zeros(50, np.uint8),
+                      chunk=(rows // 30).astype(np.int32), idx=rows.astype(np.int32), bits=np.zeros(50, np.uint16),
+                      rtt=np.zeros(50, np.int64))  # fmt: skip
+        an.slot[rows == first + 1] = -1
+        pending.add(PacketBatch(cols, np.zeros((50, 16), np.uint8), np.zeros((50, 16), np.uint8), b"", []), an)
+    return pending
+
+
+def test_pending_rows_of_long_runs_come_out_in_arrival_order() -> None:
+    """A bulk transfer's rows: taken in arrival order, the rest kept in order for the next take;
+    all rows (a periodic flush) handed over without a copy."""
+    import numpy as np
+
+    pending = _pending(run=25)
+    assert len(pending) == 98
+    first = pending.take(pending.cols["chunk"] < 2)
+    assert first["frame"].tolist() == [f for f in range(60) if f not in (1, 51)]
+    rest = pending.cols
+    assert rest["frame"].tolist() == list(range(60, 100))
+    everything = pending.take(np.ones(len(rest["frame"]), bool))
+    assert all(everything[k] is rest[k] for k in rest)  # handed over, not copied
+    assert len(pending) == 0 and pending.take(np.zeros(0, bool)) == {}
+
+
+def test_pending_rows_of_interleaved_connections_come_out_grouped() -> None:
+    """Short runs (many concurrent connections): rows grouped by connection, each connection's
+    in arrival order, so its chunk and idx still only grow."""
+    import numpy as np
+
+    pending = _pending(run=2)
+    got = pending.take(np.ones(98, bool))
+    frames = [f for f in range(100) if f not in (1, 51)]
+    assert got["frame"].tolist() == sorted(frames, key=lambda f: (f // 2) % 3)  # sorted() is stable
+    assert got["slot"].tolist() == sorted(got["slot"].tolist())
 
 
 def test_chunk_sums_equal_a_row_by_row_count() -> None:
-    """The compiled chunk_sums against the L4 fields counted row by row in plain Python."""
+    """The compiled chunk_sums against the L4 fields counted row by row in plain Python, on
+    rows in arrival order; chunks come out sorted by (slot, chunk)."""
     import numpy as np
 
     from bpfnetlog.l4.chunks import chunk_sums
@@ -249,8 +276,11 @@ def test_chunk_sums_equal_a_row_by_row_count() -> None:
 
     rng = np.random.default_rng(11)
     n = 4000
-    slot = np.sort(rng.integers(0, 30, n)).astype(np.int32)
-    chunk = np.concatenate([np.sort(rng.integers(0, 3, k)) for k in np.bincount(slot)]).astype(np.int32)
+    slot = rng.integers(0, 30, n).astype(np.int32)  # arrival order: connections interleave
+    chunk = np.zeros(n, np.int32)
+    for s in range(30):  # a connection's chunk numbers only grow
+        at = np.flatnonzero(slot == s)
+        chunk[at] = np.sort(rng.integers(0, 3, len(at)))
     rows = {"slot": slot, "chunk": chunk, "side": rng.integers(0, 2, n).astype(np.uint8),
             "bits": rng.integers(0, 1 << 16, n).astype(np.uint16),
             "payload_len": rng.choice([0, 0, 1, 1448, 65000], n).astype(np.uint32),
@@ -284,5 +314,5 @@ def test_chunk_sums_equal_a_row_by_row_count() -> None:
         assert got["syn_in_chunk"][c] == any(f & SYN for f in r["flags"])
         samples = [x for x in r["rtt"] if x > 0]
         assert got["tcp_rtt"][c] == (sum(samples) // len(samples) // 1000 if samples else 0)
-        assert (got["first"][c], got["count"][c]) == (at[0], len(at))
+        assert got["count"][c] == len(at)
         assert (got["start_time"][c], got["end_time"][c]) == (r["ts"][0], r["ts"][-1])
