@@ -63,7 +63,7 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
         "_chunk_sums": (A(I64), A(I32), A(U8), A(I64), A(U16), A(U32), A(U8), A(I64), A(U32), A(I64), A(I64, 2)),
     },
     "l4.flowkeys": {
-        "_keys": (A(U16), A(U8), A(U8, 2), A(U8, 2), A(U16), A(U16), A(U64, 2), A(U64), A(U8)),
+        "_keys": (A(U16), A(U8), A(U8, 2), A(U8, 2), A(U64, 2), A(U64, 2), A(U16), A(U16), A(U64, 2), A(U64), A(U8)),
         "_group": (A(U64), A(I64), A(U64), A(I64), A(I64)),
         "_differs": (A(U64, 2), A(I64), A(U64, 2), A(B)),
     },

@@ -316,3 +316,31 @@ def test_chunk_sums_equal_a_row_by_row_count() -> None:
         assert got["tcp_rtt"][c] == (sum(samples) // len(samples) // 1000 if samples else 0)
         assert got["count"][c] == len(at)
         assert (got["start_time"][c], got["end_time"][c]) == (r["ts"][0], r["ts"][-1])
+
+
+def test_flow_keys_of_runs_equal_keys_computed_alone() -> None:
+    """batch_keys reuses the previous packet's key for a packet of the same flow (either way):
+    every key, hash and side equals the one the packet gets in a batch of its own."""
+    import numpy as np
+
+    from bpfnetlog.l4.flowkeys import batch_keys
+
+    rng = np.random.default_rng(5)
+    ips = rng.integers(0, 256, (4, 16)).astype(np.uint8)
+    ips[3] = ips[2]  # two endpoints on one address: the ports decide the order
+    n = 600
+    a, b = rng.integers(0, 4, n), rng.integers(0, 4, n)
+    a = np.repeat(a[::3], 3)[:n]  # runs of one flow, some reversed below
+    b = np.repeat(b[::3], 3)[:n]
+    swap = rng.random(n) < 0.5
+    src, dst = np.where(swap, b, a), np.where(swap, a, b)
+    ports = rng.choice([53, 80, 40000], 4).astype(np.uint16)
+    nic = rng.choice([0, 0, 0, 1], n).astype(np.uint16)
+    proto = rng.choice([6, 6, 17], n).astype(np.uint8)
+    cols = (nic, proto, ips[src], ips[dst], ports[src], ports[dst])
+    got = batch_keys(*cols)
+    for i in range(n):
+        alone = batch_keys(*(c[i : i + 1] for c in cols))
+        assert np.array_equal(got.words[i], alone.words[0]) and got.hashes[i] == alone.hashes[0]
+        assert got.side[i] == alone.side[0]
+    assert len(np.unique(got.hashes)) > 10  # many flows, not one

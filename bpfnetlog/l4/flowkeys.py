@@ -43,9 +43,32 @@ def _ip_words(ip, i: int) -> tuple[np.uint64, np.uint64]:
     return hi, lo
 
 
+@kernel(inline=True)
+def _same_ips(a, i: int, b, j: int) -> bool:
+    """Row i of `a` equals row j of `b` ((n, 2) u64 views of 16-byte addresses)."""
+    return a[i, 0] == b[j, 0] and a[i, 1] == b[j, 1]
+
+
 @entry
-def _keys(nic, proto, src_ip, dst_ip, sport, dport, words, hashes, side) -> None:
+def _keys(nic, proto, src_ip, dst_ip, src64, dst64, sport, dport, words, hashes, side) -> None:
+    """Each packet's key, hash and side. A packet of the previous packet's flow, either way
+    (bulk transfers come as runs of one flow), takes its key instead of computing it."""
     for i in range(len(nic)):
+        if i > 0 and nic[i] == nic[i - 1] and proto[i] == proto[i - 1]:
+            if sport[i] == sport[i - 1] and dport[i] == dport[i - 1] and _same_ips(src64, i, src64, i - 1) \
+                    and _same_ips(dst64, i, dst64, i - 1):
+                flip = 0
+            elif sport[i] == dport[i - 1] and dport[i] == sport[i - 1] and _same_ips(src64, i, dst64, i - 1) \
+                    and _same_ips(dst64, i, src64, i - 1):
+                flip = 1
+            else:
+                flip = -1
+            if flip >= 0:
+                for j in range(5):
+                    words[i, j] = words[i - 1, j]
+                hashes[i] = hashes[i - 1]
+                side[i] = side[i - 1] ^ flip
+                continue
         s0, s1 = _ip_words(src_ip, i)
         d0, d1 = _ip_words(dst_ip, i)
         sp, dp = np.uint64(sport[i]), np.uint64(dport[i])
@@ -144,5 +167,5 @@ def batch_keys(
     sport, dport = sport.astype(u16, copy=False), dport.astype(u16, copy=False)
     src_ip, dst_ip = np.ascontiguousarray(src_ip, u8), np.ascontiguousarray(dst_ip, u8)
     words, hashes, side = np.empty((n, 5), np.uint64), np.empty(n, np.uint64), np.empty(n, np.uint8)
-    _keys(nic, proto, src_ip, dst_ip, sport, dport, words, hashes, side)
+    _keys(nic, proto, src_ip, dst_ip, src_ip.view(np.uint64), dst_ip.view(np.uint64), sport, dport, words, hashes, side)
     return BatchKeys(words=words, hashes=hashes, side=side)
