@@ -141,6 +141,37 @@ __noinline int syn_wscale(struct __sk_buff *skb, __u32 off, __u32 optlen)
 	return -1;
 }
 
+/* Record fields from an IPv4 header (addresses as ::ffff:a.b.c.d), an IPv6 header, a TCP
+ * header: the bytes come from the skb's data (parse_direct) or a copy of them (parse). */
+static __always_inline void put_ipv4(struct netlog_rec *h, const __u8 *ip)
+{
+	h->ip_version = 4;
+	h->saddr[10] = 0xff;
+	h->saddr[11] = 0xff;
+	h->daddr[10] = 0xff;
+	h->daddr[11] = 0xff;
+	__builtin_memcpy(&h->saddr[12], &ip[12], 4);
+	__builtin_memcpy(&h->daddr[12], &ip[16], 4);
+}
+
+static __always_inline void put_ipv6(struct netlog_rec *h, const __u8 *ip6)
+{
+	h->ip_version = 6;
+	__builtin_memcpy(h->saddr, &ip6[8], 16);
+	__builtin_memcpy(h->daddr, &ip6[24], 16);
+}
+
+static __always_inline void put_tcp(struct netlog_rec *h, const __u8 *th)
+{
+	h->sport = (__u16)th[0] << 8 | th[1];
+	h->dport = (__u16)th[2] << 8 | th[3];
+	h->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
+	h->ack = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
+	h->flags = th[13];
+	h->win = (__u16)th[14] << 8 | th[15];
+	h->proto = IPPROTO_TCP;
+}
+
 /* Parse L3/L4 into h; returns the payload offset or -1 to skip the packet. Every case
  * parse_direct() leaves: VLAN tags, IP options, IPv6 extension headers, a SYN's options,
  * headers beyond the linear data, L3 devices. Global, like syn_wscale. */
@@ -182,13 +213,7 @@ __noinline int parse(struct __sk_buff *skb, struct netlog_rec *h, int l3)
 		__u32 tot = (__u32)ip[2] << 8 | ip[3];
 		l4len = tot ? (tot > ihl ? tot - ihl : 0) : skb->len - off - ihl;
 		nh = ip[9];
-		h->ip_version = 4;
-		h->saddr[10] = 0xff;
-		h->saddr[11] = 0xff;
-		h->daddr[10] = 0xff;
-		h->daddr[11] = 0xff;
-		__builtin_memcpy(&h->saddr[12], &ip[12], 4);
-		__builtin_memcpy(&h->daddr[12], &ip[16], 4);
+		put_ipv4(h, ip);
 		l4off = off + ihl;
 	} else if (eproto == ETH_P_IPV6_) {
 		__u8 ip6[40];
@@ -196,9 +221,7 @@ __noinline int parse(struct __sk_buff *skb, struct netlog_rec *h, int l3)
 			return -1;
 		__u32 plen = (__u32)ip6[4] << 8 | ip6[5];
 		nh = ip6[6];
-		h->ip_version = 6;
-		__builtin_memcpy(h->saddr, &ip6[8], 16);
-		__builtin_memcpy(h->daddr, &ip6[24], 16);
+		put_ipv6(h, ip6);
 		l4off = off + 40;
 		l4len = plen ? plen : skb->len - l4off;
 #pragma unroll
@@ -233,15 +256,9 @@ __noinline int parse(struct __sk_buff *skb, struct netlog_rec *h, int l3)
 		__u32 doff = (th[12] >> 4) * 4;
 		if (doff < 20)
 			return -1;
-		h->sport = (__u16)th[0] << 8 | th[1];
-		h->dport = (__u16)th[2] << 8 | th[3];
-		h->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
-		h->ack = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
-		h->flags = th[13];
-		h->win = (__u16)th[14] << 8 | th[15];
+		put_tcp(h, th);
 		if ((th[13] & 0x02) && doff > 20)
 			h->wscale = (__s8)syn_wscale(skb, l4off + 20, doff - 20);
-		h->proto = IPPROTO_TCP;
 		h->payload_len = l4len > doff ? l4len - doff : 0;
 		return l4off + doff;
 	}
@@ -426,29 +443,18 @@ static __always_inline int parse_direct(struct __sk_buff *skb, struct netlog_rec
 	} else {
 		return -2;
 	}
-	if (v4) {
-		h->ip_version = 4;
-		h->saddr[10] = 0xff;
-		h->saddr[11] = 0xff;
-		h->daddr[10] = 0xff;
-		h->daddr[11] = 0xff;
-		__builtin_memcpy(&h->saddr[12], &ip[12], 4);
-		__builtin_memcpy(&h->daddr[12], &ip[16], 4);
-	} else {
-		h->ip_version = 6;
-		__builtin_memcpy(h->saddr, &ip[8], 16);
-		__builtin_memcpy(h->daddr, &ip[24], 16);
-	}
-	h->sport = (__u16)l4[0] << 8 | l4[1];
-	h->dport = (__u16)l4[2] << 8 | l4[3];
-	h->proto = nh;
-	h->payload_len = l4len > hlen ? l4len - hlen : 0;
+	if (v4)
+		put_ipv4(h, ip);
+	else
+		put_ipv6(h, ip);
 	if (nh == IPPROTO_TCP) {
-		h->seq = (__u32)l4[4] << 24 | (__u32)l4[5] << 16 | (__u32)l4[6] << 8 | l4[7];
-		h->ack = (__u32)l4[8] << 24 | (__u32)l4[9] << 16 | (__u32)l4[10] << 8 | l4[11];
-		h->flags = l4[13];
-		h->win = (__u16)l4[14] << 8 | l4[15];
+		put_tcp(h, l4);
+	} else {
+		h->sport = (__u16)l4[0] << 8 | l4[1];
+		h->dport = (__u16)l4[2] << 8 | l4[3];
+		h->proto = IPPROTO_UDP;
 	}
+	h->payload_len = l4len > hlen ? l4len - hlen : 0;
 	return ETH_HLEN + iplen + hlen;
 }
 
