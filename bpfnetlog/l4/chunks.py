@@ -3,7 +3,7 @@
 A chunk (at most 256 packets of one connection) is written when it is full,
 when its connection ends, or at a periodic flush. Until then its packets sit
 here as columns, so an L7 message that starts in them can still mark them.
-Per-chunk counters are numpy group sums over these columns, not Python loops.
+Per-chunk counters are one compiled pass over these columns, not Python loops.
 """
 
 from __future__ import annotations
