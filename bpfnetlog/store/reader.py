@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,11 @@ from bpfnetlog.store.base import StoreError
 from bpfnetlog.store.layout import live_segments
 
 # A query fails with an IOException when compaction or retention deleted a file
-# between our listing and DuckDB opening it; listing again fixes that.
-_ATTEMPTS = 5
+# between our listing and DuckDB opening it; listing again fixes that. The waits between
+# attempts (5 ms, doubling: 1.3 s in all) outlast a writer that maintains without pause
+# (tests do; a merge's sources normally stay one maintenance interval, 60 s).
+_ATTEMPTS = 9
+_FIRST_WAIT_S = 0.005
 
 
 class DuckDBStoreReader:
@@ -51,11 +55,11 @@ class DuckDBStoreReader:
             self._con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS {body}')
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> pa.Table:
-        for _ in range(_ATTEMPTS - 1):
+        for attempt in range(_ATTEMPTS - 1):
             try:
                 return self._run(query, params)
             except duckdb.IOException:
-                continue
+                time.sleep(_FIRST_WAIT_S * 2**attempt)
         return self._run(query, params)
 
     def _run(self, query: str, params: Sequence[Any]) -> pa.Table:
