@@ -123,6 +123,37 @@ def test_compaction_merges_runs_and_keeps_every_row(tmp_path: Path) -> None:
     assert count(tmp_path) == (55, 55)
 
 
+def _compact_for_an_hour(segment_bytes: int) -> tuple[float, int]:
+    """An hour of 5 s flushes of `segment_bytes` each, compaction planned every minute (merges
+    simulated): (bytes rewritten / bytes written, live files at the end)."""
+    from bpfnetlog.store.layout import Segment
+    from bpfnetlog.store.maintain import compaction_runs
+
+    live: list = []
+    written = rewritten = 0
+    for minute in range(60):
+        for k in range(12):
+            seq = minute * 12 + k + 1
+            live.append(Segment(L7_SOURCE, "h", seq, seq, Path("x"), segment_bytes, 0.0))
+            written += segment_bytes
+        for run in compaction_runs(live, MaintenancePolicy()):
+            size = sum(seg.size for seg in run)
+            rewritten += size
+            at = live.index(run[0])
+            live[at : at + len(run)] = [Segment(L7_SOURCE, "h", run[0].first, run[-1].last, Path("x"), size, 0.0)]
+    return rewritten / written, len(live)
+
+
+@pytest.mark.parametrize("segment_bytes", [30_000, 300_000, 3_600_000])
+def test_compaction_rewrites_each_row_a_few_times_not_every_minute(segment_bytes: int) -> None:
+    """Merged files merge only with files of their size class: a row is rewritten at most once
+    per class (3 up to the target), while the file count still falls. (Merging a minute's merge
+    again with each next minute's flushes rewrote 30 KB flushes 30 times over an hour.)"""
+    factor, files = _compact_for_an_hour(segment_bytes)
+    assert factor <= 3
+    assert files <= 60
+
+
 def test_merge_sources_stay_invisible_until_the_next_run(tmp_path: Path) -> None:
     """Also the state a crash between a merge's rename and any delete leaves."""
     with ParquetStoreWriter(tmp_path, MaintenancePolicy(compact_min_files=2), 1e9) as w:

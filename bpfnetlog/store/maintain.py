@@ -37,8 +37,26 @@ def table_names(root: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
+def size_class(size: int, policy: MaintenancePolicy) -> int:
+    """0, 1, 2, ...: a segment's size in powers of `compact_min_files` below the target size.
+
+    Only segments of one class merge, and `compact_min_files` of them make one of the next
+    class: a row is rewritten once per class it climbs (three up to the target), instead of at
+    every maintenance run while its merged file stayed small (a minute's merge of 5 s flushes
+    was merged again with the next minute's, and so on: each packet row re-encoded up to ~30
+    times in an hour, each time costing about what writing it did).
+    """
+    fan = max(policy.compact_min_files, 2)
+    unit = max(1, policy.compact_target_bytes // fan**3)
+    cls, units = 0, size // unit
+    while units >= fan:
+        units //= fan
+        cls += 1
+    return cls
+
+
 def compaction_runs(live: list[Segment], policy: MaintenancePolicy) -> list[list[Segment]]:
-    """Runs of consecutive small live segments of one hour, each to become one file.
+    """Runs of consecutive small live segments of one hour and size class, each to become one file.
 
     Consecutive matters: the merged file's range first..last must contain no
     live segment that is left out of it, or readers would drop that one.
@@ -48,7 +66,8 @@ def compaction_runs(live: list[Segment], policy: MaintenancePolicy) -> list[list
     size = 0
     small = policy.compact_target_bytes // 2
     for seg in live:
-        if run and (seg.hour != run[-1].hour or seg.size >= small or size + seg.size > policy.compact_target_bytes):
+        if run and (seg.hour != run[-1].hour or seg.size >= small or size + seg.size > policy.compact_target_bytes
+                    or size_class(seg.size, policy) != size_class(run[-1].size, policy)):  # fmt: skip
             runs.append(run)
             run, size = [], 0
         if seg.size < small:
