@@ -309,3 +309,29 @@ def test_all_null_columns_are_not_written_and_read_back_as_typed_nulls(tmp_path:
     assert got.to_pylist() == [{"conn_id": "a", "redis_command": None, "http_status_code": None},
                                {"conn_id": "b", "redis_command": "GET", "http_status_code": None}]  # fmt: skip
     assert got.schema.field("http_status_code").type == SCHEMAS[L7_SOURCE].field("http_status_code").type
+
+
+def test_merge_keeps_order_encodings_and_columns_some_sources_lack(tmp_path: Path) -> None:
+    """Compaction rewrites segments in their order (each flush's rows as the writer grouped
+    them, not re-sorted by time), text still one dictionary, a column missing from a source
+    null on its rows."""
+    from bpfnetlog.store.columns import dictionary
+
+    with ParquetStoreWriter(tmp_path, MaintenancePolicy(compact_min_files=3), 1e9) as w:
+        for b in range(3):
+            cols = {"time": pa.array([T0 + 10 - b, T0 + 20 - b]),  # out of time order across flushes
+                    "nic_name": dictionary([0, 1], pa.array([f"veth{b}", "eth0"]))}  # fmt: skip
+            if b != 1:
+                cols["redis_command"] = pa.array(["GET", None])
+            w.write(L7_SOURCE, pa.table(cols))
+            w.flush()
+        w.maintain()
+        (merged,) = live_segments(tmp_path, L7_SOURCE)
+        assert (merged.first, merged.last) == (1, 3)
+    got = pq.read_table(merged.path)
+    assert got.column("time").to_pylist() == [T0 + 10, T0 + 20, T0 + 9, T0 + 19, T0 + 8, T0 + 18]
+    assert got.column("nic_name").to_pylist() == ["veth0", "eth0", "veth1", "eth0", "veth2", "eth0"]
+    assert got.column("redis_command").to_pylist() == ["GET", None, None, None, "GET", None]
+    meta = pq.ParquetFile(merged.path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["nic_name"] and "PLAIN" not in encodings["nic_name"][1:]

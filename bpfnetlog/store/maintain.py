@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bpfnetlog.records import RARELY_REPEATED
 from bpfnetlog.store.files import remove_quietly, write_parquet_atomic
 from bpfnetlog.store.layout import Segment, list_segments, segment_name, split_live
 
@@ -78,10 +79,21 @@ def compaction_runs(live: list[Segment], policy: MaintenancePolicy) -> list[list
     return [r for r in runs if len(r) >= policy.compact_min_files]
 
 
+def _read_encoded(path: Path) -> pa.Table:
+    """A segment with its repeated text as dictionaries, as the writer had it: decoded to plain
+    strings, every value would be hashed again to write its dictionary (most of a merge's cost)."""
+    schema = pq.read_schema(path)
+    text = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in RARELY_REPEATED]
+    return pq.read_table(path, read_dictionary=text)
+
+
 def merge(run: list[Segment]) -> Segment:
-    """Write the rows of `run` as one file sorted by time; the sources become superseded."""
-    tables = [pq.read_table(seg.path) for seg in run]
-    merged = pa.concat_tables(tables, promote_options="permissive").sort_by("time")
+    """Write the rows of `run` as one file, in the sources' order (flush order: each flush's
+    rows grouped as the writer grouped them); the sources become superseded."""
+    tables = [_read_encoded(seg.path) for seg in run]
+    # permissive: a column a segment left out (null on all its rows) comes back null there;
+    # one dictionary per column, or Parquet hashes every row's text again
+    merged = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
     first, last = run[0].first, run[-1].last
     path = run[0].path.with_name(segment_name(first, last))
     mtime = max(seg.mtime for seg in run)  # retention ages the merge by its newest rows
