@@ -144,14 +144,17 @@ def _compact_for_an_hour(segment_bytes: int) -> tuple[float, int]:
     return rewritten / written, len(live)
 
 
-@pytest.mark.parametrize("segment_bytes", [30_000, 300_000, 3_600_000])
-def test_compaction_rewrites_each_row_a_few_times_not_every_minute(segment_bytes: int) -> None:
+@pytest.mark.parametrize(("segment_bytes", "most_rewrites", "most_files"),
+                         [(30_000, 2, 12), (300_000, 1, 60), (3_600_000, 0, 720)])  # fmt: skip
+def test_compaction_rewrites_each_row_a_few_times_not_every_minute(segment_bytes: int, most_rewrites: int,
+                                                                   most_files: int) -> None:  # fmt: skip
     """Merged files merge only with files of their size class: a row is rewritten at most once
-    per class (3 up to the target), while the file count still falls. (Merging a minute's merge
-    again with each next minute's flushes rewrote 30 KB flushes 30 times over an hour.)"""
+    per class (twice), while the file count still falls; segments of 2 MB and more (a busy
+    capture's 5 s flush of packet rows) are left as they are. (Merging a minute's merge again
+    with each next minute's flushes rewrote 30 KB flushes 30 times over an hour.)"""
     factor, files = _compact_for_an_hour(segment_bytes)
-    assert factor <= 3
-    assert files <= 60
+    assert factor <= most_rewrites
+    assert files <= most_files
 
 
 def test_merge_sources_stay_invisible_until_the_next_run(tmp_path: Path) -> None:
