@@ -430,12 +430,30 @@ def bench_wrk(lab2: Lab2, work: Path, seconds: float, runs: int) -> list[Row]:
 # --- report -----------------------------------------------------------------------------------
 
 
-def vs_none(row: Row, none: Row) -> float:
-    """Median of the same-round ratios where the tools took turns round by round (a drift of the
-    VM's speed then hits both sides of each ratio), else the ratio of the medians."""
+def round_ratios(row: Row, none: Row) -> list[float]:
+    """Each round's value over the same round's without capture, where the tools took turns round
+    by round (a drift of the VM's speed then hits both sides of a ratio); [] otherwise."""
     if row.rounds and none.rounds and len(row.values) == len(none.values) > 1:
-        return statistics.median(v / b for v, b in zip(row.values, none.values))
-    return row.median / none.median
+        return [v / b for v, b in zip(row.values, none.values)]
+    return []
+
+
+def vs_none(row: Row, none: Row) -> float:
+    """Median of the same-round ratios, else the ratio of the medians."""
+    ratios = round_ratios(row, none)
+    return statistics.median(ratios) if ratios else row.median / none.median
+
+
+def ratio_lines(rows: list[Row]) -> list[str]:
+    """The same-round ratios of each capture, for pooling several runs of this noisy VM."""
+    base = {r.load: r for r in rows if r.tool == "none"}
+    out = []
+    for r in rows:
+        ratios = round_ratios(r, base[r.load]) if r.load in base and r.tool != "none" else []
+        if ratios:
+            out.append(f"{r.load}, {r.tool}: same-round ratios {' '.join(f'{x:.3f}' for x in ratios)} "
+                       f"(median {statistics.median(ratios):.3f}, mean {statistics.mean(ratios):.3f})")
+    return out
 
 
 def table(title: str, rows: list[Row]) -> Table:
@@ -513,6 +531,8 @@ def main() -> None:
         if "throughput" in loads:
             tput = bench_throughput(lab2, lab.tmp, args.seconds, args.runs, offloads)
             console.print(table("Throughput", tput))
+            for line in ratio_lines(tput):
+                console.print(line, soft_wrap=True)
         if "rate" in loads:
             fl = bench_flood(lab2, lab.tmp, args.seconds, rates)
             console.print(table("Packet rate", fl))
