@@ -27,6 +27,16 @@ def ensure_dir(path: Path) -> None:
         fsync_dir(path.parent)
 
 
+def _is_text(type_: pa.DataType) -> bool:
+    return pa.types.is_string(type_) or pa.types.is_dictionary(type_)
+
+
+def repeated_text(schema: pa.Schema) -> list[str]:
+    """The text columns a segment stores with a Parquet dictionary: all but the ids of
+    records.RARELY_REPEATED (random or unique values: a dictionary would only cost)."""
+    return [f.name for f in schema if _is_text(f.type) and f.name not in RARELY_REPEATED]
+
+
 def write_parquet_atomic(path: Path, table: pa.Table, mtime: float | None = None) -> None:
     """Write to `<name>.tmp` (never listed by readers), fsync, then rename into place."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
@@ -43,9 +53,8 @@ def write_parquet_atomic(path: Path, table: pa.Table, mtime: float | None = None
     # times) and ids rarely repeat; 30% faster, 15% smaller.
     # min/max statistics only for the others: they let queries skip files by time, port, status;
     # those of text (ids, paths: random or wide) skip nothing and cost 15% of the write.
-    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)]
-    other = [f.name for f in table.schema if f.name not in text]
-    repeated = [name for name in text if name not in RARELY_REPEATED]
+    other = [f.name for f in table.schema if not _is_text(f.type)]
+    repeated = repeated_text(table.schema)
     # integers byte-stream-split (byte k of every value together): zstd then finds the zero high
     # bytes of times, seqs, counters at once; 2x faster and half the size of plain integers
     ints = {f.name: "BYTE_STREAM_SPLIT" for f in table.schema if pa.types.is_integer(f.type)}

@@ -21,8 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bpfnetlog.records import RARELY_REPEATED
-from bpfnetlog.store.files import remove_quietly, write_parquet_atomic
+from bpfnetlog.store.files import remove_quietly, repeated_text, write_parquet_atomic
 from bpfnetlog.store.layout import Segment, list_segments, segment_name, split_live
 
 
@@ -85,9 +84,7 @@ def compaction_runs(live: list[Segment], policy: MaintenancePolicy) -> list[list
 def _read_encoded(path: Path) -> pa.Table:
     """A segment with its repeated text as dictionaries, as the writer had it: decoded to plain
     strings, every value would be hashed again to write its dictionary (most of a merge's cost)."""
-    schema = pq.read_schema(path)
-    text = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in RARELY_REPEATED]
-    return pq.read_table(path, read_dictionary=text)
+    return pq.read_table(path, read_dictionary=repeated_text(pq.read_schema(path)))
 
 
 def merge(run: list[Segment]) -> Segment:
