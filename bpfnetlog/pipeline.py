@@ -21,7 +21,7 @@ from bpfnetlog.correlate.ids import nic_traceid
 from bpfnetlog.correlate.tags import Conn, new_conn
 from bpfnetlog.l4 import tcp_analysis as ta
 from bpfnetlog.l4 import zeek
-from bpfnetlog.l4.chunks import PendingPackets, chunk_sums
+from bpfnetlog.l4.chunks import PendingPackets, chunk_sums, slot_groups
 from bpfnetlog.enrich.listening import Listening, server_side
 from bpfnetlog.l4.flowkeys import batch_keys, key_parts
 from bpfnetlog.l4.flows import FlowTable
@@ -461,7 +461,7 @@ class Pipeline:
         if not rows or not len(rows["slot"]):
             return
         fl = self.flows.fl
-        slots = np.flatnonzero(np.bincount(rows["slot"]))
+        slots, slot_of_row = slot_groups(rows["slot"])
         slot_list = slots.tolist()
         tags = [self._tags(slot) for slot in slot_list]  # fixes src_side before tx/rx are counted
         src_side = np.zeros(self.flows.capacity, np.int64)
@@ -501,7 +501,8 @@ class Pipeline:
         cols["status"] = _l4_status(sums, states, capture_drops)
         self.writer.write(L4_SOURCE, pa.table(cols))
         fast_marks = self.fast_markers.take(rows["l7_mark"])
-        self.writer.write(PACKET_TABLE, packet_table(rows, self.conns, self.markers, self.host, fast_marks))
+        self.writer.write(PACKET_TABLE, packet_table(rows, (slots, slot_of_row), self.conns, self.markers, self.host,
+                                                    fast_marks))  # fmt: skip
         self.fast_markers.keep_only(self.pending.cols.get("l7_mark", np.zeros(0, np.int64)))
         self.count.l4_records += len(chunk_slot)
         self.count.packet_rows += len(rows["slot"])

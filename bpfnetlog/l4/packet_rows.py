@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bpfnetlog.l4.chunks import slot_groups
 from bpfnetlog.l4.flowkeys import group
 from bpfnetlog.l4.tcp_analysis import ANALYSIS_NAMES
 from bpfnetlog.packets import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
@@ -35,16 +34,17 @@ def _analysis_text(bits: int) -> str:
     return ",".join(ANALYSIS_NAMES[b] for b in _ANALYSIS_BITS if bits & b)
 
 
-def packet_table(rows: dict[str, np.ndarray], conns: dict, markers: dict, host: str,
-                 fast_marks: dict[str, pa.Array] | None = None) -> pa.Table:  # fmt: skip
-    """Rows in arrival order, from PendingPackets.take; `conns` maps slot -> Conn.
+def packet_table(rows: dict[str, np.ndarray], groups: tuple[np.ndarray, np.ndarray], conns: dict, markers: dict,
+                 host: str, fast_marks: dict[str, pa.Array] | None = None) -> pa.Table:  # fmt: skip
+    """Rows in arrival order, from PendingPackets.take; `groups`: chunks.slot_groups of their
+    slots (the caller has them already); `conns` maps slot -> Conn.
 
     L7 markers come from the Python engine (`markers`: (slot, side, seq) -> Marker) and from
     the compiled HTTP path (`fast_marks`: columns aligned with the rows, null where unmarked).
     """
     slot = rows["slot"]
     n = len(slot)
-    uslots, inv = slot_groups(slot)
+    uslots, inv = groups
     slot_conns = [conns[s] for s in uslots.tolist()]
     conn_ids = pa.array([c.conn_id for c in slot_conns], pa.string())
     nic_names = pa.array([c.nic.name for c in slot_conns], pa.string())
