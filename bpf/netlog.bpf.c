@@ -14,6 +14,8 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+_Static_assert(__builtin_offsetof(struct netlog_rec, saddr) == NETLOG_REC_HEAD, "netlog_rec4 shares this head");
+
 /* Set by user space before load (the only .rodata variable). */
 const volatile struct netlog_config cfg = {.snaplen = 1024, .filtered = 1};
 
@@ -383,22 +385,39 @@ static __always_inline void count_lost(struct netlog_flow_key *k, struct netlog_
 	__sync_fetch_and_add(&v->segs, h->gso_segs);
 }
 
-/* Reserve header + CLASS bytes in this CPU's ring, copy the header and up to CLASS payload bytes. */
-#define EMIT(CLASS)                                                             \
+/* Reserve a record of HSIZE header bytes + CLASS payload bytes in this CPU's ring; PUT_HEAD
+ * writes the header, then up to CLASS payload bytes are copied after it. */
+#define EMIT_AS(HSIZE, PUT_HEAD, CLASS)                                         \
 	do {                                                                    \
-		rec = bpf_ringbuf_reserve(ring, sizeof(*rec) + (CLASS), 0);     \
+		rec = bpf_ringbuf_reserve(ring, (HSIZE) + (CLASS), 0);          \
 		if (!rec)                                                       \
 			goto drop;                                              \
-		__builtin_memcpy(rec, &h, sizeof(h));                           \
+		PUT_HEAD;                                                       \
 		if ((CLASS) > 0) {                                              \
 			/* cap is in [1, CLASS] here; the mask proves it */     \
 			__u64 n = (((__u64)cap - 1) & ((CLASS) - 1)) + 1;       \
-			if (bpf_skb_load_bytes(skb, poff, rec + 1, n))          \
-				rec->payload_cap = 0;                           \
+			if (bpf_skb_load_bytes(skb, poff, rec + (HSIZE), n))    \
+				((struct netlog_rec *)rec)->payload_cap = 0;    \
 		}                                                               \
 		bpf_ringbuf_submit(rec, 0);                                     \
 		return TC_ACT_UNSPEC;                                           \
 	} while (0)
+
+/* The record of h in its layout: IPv4 (56 bytes, its addresses' last 4 bytes) or IPv6 (80). */
+#define EMIT(CLASS)                                                             \
+	do {                                                                    \
+		if (h.ip_version == 4)                                          \
+			EMIT_AS(sizeof(struct netlog_rec4), put_rec4(rec, &h), CLASS); \
+		else                                                            \
+			EMIT_AS(sizeof(h), __builtin_memcpy(rec, &h, sizeof(h)), CLASS); \
+	} while (0)
+
+static __always_inline void put_rec4(struct netlog_rec4 *r, const struct netlog_rec *h)
+{
+	__builtin_memcpy(r->head, h, NETLOG_REC_HEAD);
+	__builtin_memcpy(r->saddr, &h->saddr[12], 4);
+	__builtin_memcpy(r->daddr, &h->daddr[12], 4);
+}
 
 /* Fast path of parse(): IPv4 (no options) or IPv6 (no extension headers) then TCP or UDP,
  * read straight from the skb's linear data, where tc nearly always finds the headers. Saves
@@ -460,7 +479,8 @@ static __always_inline int parse_direct(struct __sk_buff *skb, struct netlog_rec
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir, bool l3)
 {
-	struct netlog_rec h = {}, *rec;
+	struct netlog_rec h = {};
+	void *rec;
 	struct netlog_flow_key k = {};
 	bool quiet_flow = false;
 	__u32 cap = 0, cpu;

@@ -13,8 +13,11 @@ struct netlog_config {
 	__u32 filtered; /* a capture filter is set: 0 lets the verifier drop the filter code */
 };
 
-/* One packet. Followed in the ring by `payload_cap` payload bytes (the
- * reservation is rounded up to a size class; user space reads only cap). */
+/* One packet, as parsed; an IPv6 record in the ring. Addresses come last so an IPv4
+ * record (netlog_rec4) can be this struct's first NETLOG_REC_HEAD bytes and 4-byte
+ * addresses: 56 bytes, one 64-byte cache line with the ring's 8-byte header.
+ * Each record is followed in the ring by `payload_cap` payload bytes (the reservation
+ * is rounded up to a size class of 64 * 2^k bytes; user space reads only cap). */
 struct netlog_rec {
 	__u64 ts_ns;       /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u32 ifindex;
@@ -23,8 +26,6 @@ struct netlog_rec {
 	__u32 payload_len; /* L4 payload length from the IP/UDP lengths */
 	__u32 seq;
 	__u32 ack;
-	__u8 saddr[16];    /* IPv4 as ::ffff:a.b.c.d */
-	__u8 daddr[16];
 	__u16 sport;       /* host byte order */
 	__u16 dport;
 	__u16 win;
@@ -32,10 +33,21 @@ struct netlog_rec {
 	__u16 payload_cap; /* payload bytes that follow this header */
 	__u8 direction;    /* NETLOG_DIR_* */
 	__u8 proto;        /* 6 or 17 */
-	__u8 ip_version;   /* 4 or 6 */
+	__u8 ip_version;   /* 4 or 6: which of the two layouts this record has */
 	__u8 flags;        /* TCP flags */
 	__s8 wscale;       /* window scale option of a SYN, -1 if absent */
 	__u8 _pad;
+	__u8 saddr[16];    /* IPv4 as ::ffff:a.b.c.d (in netlog_rec4: the last 4 bytes only) */
+	__u8 daddr[16];
+};
+
+#define NETLOG_REC_HEAD 48 /* offsetof(struct netlog_rec, saddr): the fields both layouts share */
+
+/* An IPv4 packet's record in the ring. */
+struct netlog_rec4 {
+	__u8 head[NETLOG_REC_HEAD]; /* struct netlog_rec up to saddr */
+	__u8 saddr[4];
+	__u8 daddr[4];
 };
 
 #define NETLOG_DIR_INGRESS 1

@@ -51,8 +51,9 @@ def warm(pcap: Path) -> int:
 def warm_live() -> None:
     """The live sources' kernels, with the argument types they get there (no packets needed)."""
     i64, u32 = np.zeros(0, np.int64), np.zeros(0, np.uint32)
-    one = np.zeros(128, np.uint8)  # one empty record: header (its length) + REC
+    one = np.zeros(128, np.uint8)  # one empty IPv6 record: header (its length) + REC
     one[:4] = np.frombuffer(np.uint32(REC.itemsize).tobytes(), np.uint8)
+    one[HDR + REC.fields["ip_version"][1]] = 6
     ring = SimpleNamespace(data=np.frombuffer(one.tobytes(), np.uint8), mask=127, cons=0, prod=HDR + REC.itemsize)
     ring_drain([ring, ring], 0)  # read-only data, as the mmap'd rings; two: the merge runs too
     blocks = np.zeros(0, np.uint8)  # writable, as AF_PACKET's copied blocks

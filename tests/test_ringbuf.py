@@ -7,26 +7,75 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bpfnetlog.capture.ebpf.record import REC
+from bpfnetlog.capture.ebpf.record import REC, REC4, REC_HEAD
 from bpfnetlog.capture.ebpf.ringbuf import BUSY, DISCARD, HDR, drain
 
 SIZE = 4096
 
 
-def ring(records: list[tuple[int, bytes, int]]) -> SimpleNamespace:
-    """A ring holding `records` (ts, payload, header flags) from position 0, as RingReader exposes it."""
+def record(ts: int, payload: bytes, v6: bool = False) -> bytes:
+    """A record as the programs write it: an IPv4 one (REC's head, 4-byte addresses) or an
+    IPv6 one (a whole REC), then its payload. Addresses come from ts, to be checked."""
+    r = np.zeros(1, REC)
+    r["ts_ns"], r["seq"], r["payload_cap"], r["payload_len"] = ts, ts * 10, len(payload), len(payload)
+    r["sport"], r["proto"], r["ip_version"] = 1000 + ts, 6, 6 if v6 else 4
+    if v6:
+        r["saddr"], r["daddr"] = address(ts, True, 0), address(ts, True, 1)
+        return r.tobytes() + payload
+    r4 = np.zeros(1, REC4)
+    r4["head"] = np.frombuffer(r.tobytes()[:REC_HEAD], np.uint8)
+    r4["saddr"], r4["daddr"] = address(ts, False, 0)[12:], address(ts, False, 1)[12:]
+    return r4.tobytes() + payload
+
+
+def address(ts: int, v6: bool, dst: int) -> list[int]:
+    """16 bytes: fd00::<ts>:<dst>:1 or ::ffff:10.<dst>.<ts>.1."""
+    if v6:
+        return [0xFD] + [0] * 11 + [ts >> 8, ts & 0xFF, dst, 1]
+    return [0] * 10 + [0xFF, 0xFF, 10, dst, ts, 1]
+
+
+def ring(records: list[tuple[int, bytes, int]], v6: frozenset[int] = frozenset()) -> SimpleNamespace:
+    """A ring holding `records` (ts, payload, header flags; IPv6 where ts is in `v6`) from
+    position 0, as RingReader exposes it."""
     data = bytearray(2 * SIZE)
     pos = 0
     for ts, payload, flags in records:
-        r = np.zeros(1, REC)
-        r["ts_ns"], r["seq"], r["payload_cap"], r["payload_len"] = ts, ts * 10, len(payload), len(payload)
-        r["sport"], r["proto"], r["ip_version"] = 1000 + ts, 6, 4
-        body = r.tobytes() + payload
+        body = record(ts, payload, ts in v6)
         data[pos : pos + HDR] = np.array([len(body) | flags, 0], np.uint32).tobytes()
         data[pos + HDR : pos + HDR + len(body)] = body
         pos += (HDR + len(body) + 7) & ~7
     view = np.frombuffer(bytes(data), np.uint8)  # read-only, as the mmap'd data area
     return SimpleNamespace(data=view, mask=SIZE - 1, cons=0, prod=pos)
+
+
+def test_ipv4_and_ipv6_records_give_their_addresses_payloads_and_sizes() -> None:
+    """IPv4 records are 56 bytes (64 in the ring: one cache line), IPv6 ones 80; the reader
+    gives both 16-byte addresses (IPv4-mapped) and finds the payload after either header."""
+    assert (REC4.itemsize, REC.itemsize) == (56, 80)
+    a = ring([(1, b"", 0), (2, b"six", 0), (3, b"four", 0), (4, b"", 0)], v6=frozenset({2, 4}))
+    assert a.prod == (8 + 56) + (8 + 80 + 3 + 5) + (8 + 56 + 4 + 4) + (8 + 80)
+    _, cols, src, dst, payload = drain([a], ts_shift=0)
+    assert cols["ip_version"].tolist() == [4, 6, 4, 6]
+    assert cols["sport"].tolist() == [1001, 1002, 1003, 1004]
+    assert [payload[o : o + c].tobytes() for o, c in zip(cols["payload_off"], cols["payload_cap"])] == [
+        b"", b"six", b"four", b""]  # fmt: skip
+    for i, (ts, v6) in enumerate([(1, False), (2, True), (3, False), (4, True)]):
+        assert src[i].tolist() == address(ts, v6, 0) and dst[i].tolist() == address(ts, v6, 1)
+
+
+def test_records_shorter_than_their_layout_are_skipped() -> None:
+    """A length below the IPv4 layout, or an IPv6 record cut below 80 bytes, is skipped, not
+    read past its end; the records around it stay."""
+    data = bytearray(2 * SIZE)
+    pos = 0
+    for body in (record(1, b"x"), record(2, b"")[:40], record(3, b"", v6=True)[:72], record(4, b"yz")):
+        data[pos : pos + HDR] = np.array([len(body), 0], np.uint32).tobytes()
+        data[pos + HDR : pos + HDR + len(body)] = body
+        pos += (HDR + len(body) + 7) & ~7
+    r = SimpleNamespace(data=np.frombuffer(bytes(data), np.uint8), mask=SIZE - 1, cons=0, prod=pos)
+    stops, cols, *_, payload = drain([r], ts_shift=0)
+    assert cols["ts"].tolist() == [1, 4] and payload.tobytes() == b"xyz" and stops == [pos]
 
 
 def test_rings_merge_in_time_order_with_their_payloads() -> None:

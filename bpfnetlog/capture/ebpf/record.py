@@ -14,7 +14,7 @@ STAT_SKIPPED, STAT_FILTERED, STAT_RING_DROP, STAT_QUIET, STAT_MAX = range(5)
 QUIET_NO_PAYLOAD = 1
 QUIET_GEN_USER = 1  # user space's entry of quiet_gen (NETLOG_QUIET_GEN_USER)
 
-REC = np.dtype(
+REC = np.dtype(  # struct netlog_rec: an IPv6 packet's record; its first REC_HEAD bytes start every record
     [
         ("ts_ns", "<u8"),
         ("ifindex", "<u4"),
@@ -23,8 +23,6 @@ REC = np.dtype(
         ("payload_len", "<u4"),
         ("seq", "<u4"),
         ("ack", "<u4"),
-        ("saddr", "u1", 16),
-        ("daddr", "u1", 16),
         ("sport", "<u2"),
         ("dport", "<u2"),
         ("win", "<u2"),
@@ -36,8 +34,15 @@ REC = np.dtype(
         ("flags", "u1"),
         ("wscale", "i1"),
         ("_pad", "u1"),
+        ("saddr", "u1", 16),
+        ("daddr", "u1", 16),
     ]
 )
+# struct netlog_rec4, an IPv4 packet's record: u8 arrays, so no padding. It has no BTF of its own
+# to check (no program signature names it); what it shares with REC is NETLOG_REC_HEAD, which
+# netlog.bpf.c asserts is offsetof(struct netlog_rec, saddr), as here.
+REC_HEAD = REC.fields["saddr"][1]
+REC4 = np.dtype([("head", "u1", REC_HEAD), ("saddr", "u1", 4), ("daddr", "u1", 4)])
 
 CONFIG = np.dtype([("snaplen", "<u4"), ("netns_id", "<u4"), ("filtered", "<u4")])
 

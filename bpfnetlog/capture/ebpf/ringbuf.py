@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from bpfnetlog.capture.ebpf.record import REC
+from bpfnetlog.capture.ebpf.record import REC, REC4
 from bpfnetlog.compiled import copy_bytes, entry, kernel
 from bpfnetlog.packets import COLUMNS
 
@@ -33,15 +33,19 @@ O_TS, O_IFINDEX, O_NETNS, O_WIRE, O_PLEN, O_SEQ, O_ACK, O_SADDR, O_DADDR = (
 O_SPORT, O_DPORT, O_WIN, O_GSO, O_CAP, O_DIR, O_PROTO, O_IPV, O_FLAGS, O_WSCALE = (
     _O[f] for f in ("sport", "dport", "win", "gso_segs", "payload_cap", "direction", "proto", "ip_version", "flags",
                     "wscale"))  # fmt: skip
+# IPv4 records (REC4) end after their 4-byte addresses; IPv6 records are a whole REC
+O_SADDR4, O_DADDR4, REC4_SIZE, REC6_SIZE = REC4.fields["saddr"][1], REC4.fields["daddr"][1], REC4.itemsize, REC.itemsize
+assert O_SADDR4 % 4 == O_DADDR4 % 4 == O_IPV % 4 == 0
+V4_MAPPED = np.uint64(0xFFFF0000)  # bytes 8..11 of ::ffff:a.b.c.d, as the little-endian u64 of bytes 8..15
 # the PacketBatch columns (packets.COLUMNS) `drain` fills: all but frame and nic, which convert.to_batch adds
 RING_COLUMNS = ("ts", "direction", "wire_len", "ip_version", "proto", "sport", "dport", "flags", "seq", "ack", "win",
                 "wscale", "payload_len", "payload_off", "payload_cap", "gso_segs")  # fmt: skip
 
 
 @kernel(inline=True)
-def _record(d32, mask, cons, rec_size):  # type: ignore[no-untyped-def]
+def _record(d32, mask, cons):  # type: ignore[no-untyped-def]
     """The record at position `cons`: (byte offset of its body in the data area, or -1 for one
-    to skip (discarded, or shorter than a header), -2 for one the kernel is still writing; its
+    to skip (discarded, or shorter than its layout), -2 for one the kernel is still writing; its
     length; the position of the next record)."""
     p = cons & mask
     ln = np.uint32(d32[p >> 2])
@@ -49,19 +53,19 @@ def _record(d32, mask, cons, rec_size):  # type: ignore[no-untyped-def]
     after = cons + ((size + HDR + 7) & ~np.int64(7))
     if ln & BUSY:
         return np.int64(-2), size, after
-    if (ln & DISCARD) or size < rec_size:
+    if (ln & DISCARD) or size < REC4_SIZE or (size < REC6_SIZE and d32[(p + HDR + O_IPV) >> 2] & 0xFF != 4):
         return np.int64(-1), size, after
     return np.int64(p + HDR), size, after
 
 
 @entry
-def _stamps(d32, d64, mask, cons, prod, rec_size, ts, ends):  # type: ignore[no-untyped-def]
+def _stamps(d32, d64, mask, cons, prod, ts, ends):  # type: ignore[no-untyped-def]
     """Times of the records in [cons, prod), up to len(ts) of them, and the position after each
     (ends); stops at a busy record. Returns (position after the last record walked, count):
     `_drain` then walks the same ones."""
     n = 0
     while cons < prod and n < len(ts):
-        b, _, after = _record(d32, mask, cons, rec_size)
+        b, _, after = _record(d32, mask, cons)
         if b == -2:
             break
         cons = after
@@ -73,17 +77,17 @@ def _stamps(d32, d64, mask, cons, prod, rec_size, ts, ends):  # type: ignore[no-
 
 
 @entry
-def _drain(data, d16, d32, d64, mask, cons, stop, rec_size, ts_shift, dest, poff, ts, netns, ifindex, direction,
-           wire_len, ip_version, proto, sport, dport, flags, seq, ack, win, wscale, payload_len, payload_off,
-           payload_cap, gso_segs, src_ip, dst_ip, pay_out):  # fmt: skip
+def _drain(data, d16, d32, d64, mask, cons, stop, ts_shift, dest, poff, ts, netns, ifindex, direction, wire_len,
+           ip_version, proto, sport, dport, flags, seq, ack, win, wscale, payload_len, payload_off, payload_cap,
+           gso_segs, src_ip, dst_ip, pay_out):  # fmt: skip
     """The records `_stamps` walked in [cons, stop) straight into columns, the k-th at row dest[k]
     (rows of several rings interleave in time order); payloads into pay_out from `poff` on.
-    `data` and its u16/u32/u64 views are the ring's data area; src_ip/dst_ip are (n, 2) u64.
-    Returns where the payloads end. ts_shift: CLOCK_REALTIME - CLOCK_MONOTONIC (the kernel
-    stamps monotonic time)."""
+    `data` and its u16/u32/u64 views are the ring's data area; src_ip/dst_ip are (n, 2) u64,
+    IPv4 addresses as ::ffff:a.b.c.d. Returns where the payloads end. ts_shift: CLOCK_REALTIME -
+    CLOCK_MONOTONIC (the kernel stamps monotonic time)."""
     k = 0
     while cons < stop:
-        b, size, after = _record(d32, mask, cons, rec_size)
+        b, size, after = _record(d32, mask, cons)
         if b >= 0:
             n = dest[k]
             ts[n] = d64[(b + O_TS) >> 3] + ts_shift
@@ -92,12 +96,20 @@ def _drain(data, d16, d32, d64, mask, cons, stop, rec_size, ts_shift, dest, poff
             seq[n], ack[n] = d32[(b + O_SEQ) >> 2], d32[(b + O_ACK) >> 2]
             sport[n], dport[n] = d16[(b + O_SPORT) >> 1], d16[(b + O_DPORT) >> 1]
             win[n], gso_segs[n] = d16[(b + O_WIN) >> 1], d16[(b + O_GSO) >> 1]
-            direction[n], proto[n], ip_version[n] = data[b + O_DIR], data[b + O_PROTO], data[b + O_IPV]
+            v = data[b + O_IPV]
+            direction[n], proto[n], ip_version[n] = data[b + O_DIR], data[b + O_PROTO], v
             flags[n], wscale[n] = data[b + O_FLAGS], np.int8(data[b + O_WSCALE])
-            src_ip[n, 0], src_ip[n, 1] = d64[(b + O_SADDR) >> 3], d64[(b + O_SADDR + 8) >> 3]
-            dst_ip[n, 0], dst_ip[n, 1] = d64[(b + O_DADDR) >> 3], d64[(b + O_DADDR + 8) >> 3]
-            cap = min(np.int64(d16[(b + O_CAP) >> 1]), size - rec_size)
-            copy_bytes(pay_out, poff, data, b + rec_size, cap)
+            if v == 4:
+                src_ip[n, 0], dst_ip[n, 0] = 0, 0
+                src_ip[n, 1] = np.uint64(d32[(b + O_SADDR4) >> 2]) << np.uint64(32) | V4_MAPPED
+                dst_ip[n, 1] = np.uint64(d32[(b + O_DADDR4) >> 2]) << np.uint64(32) | V4_MAPPED
+                head = np.int64(REC4_SIZE)
+            else:
+                src_ip[n, 0], src_ip[n, 1] = d64[(b + O_SADDR) >> 3], d64[(b + O_SADDR + 8) >> 3]
+                dst_ip[n, 0], dst_ip[n, 1] = d64[(b + O_DADDR) >> 3], d64[(b + O_DADDR + 8) >> 3]
+                head = np.int64(REC6_SIZE)
+            cap = min(np.int64(d16[(b + O_CAP) >> 1]), size - head)
+            copy_bytes(pay_out, poff, data, b + head, cap)
             payload_cap[n] = cap
             payload_off[n] = poff
             poff += cap
@@ -152,8 +164,8 @@ def drain(rings: list[RingReader],
     cap = max(MAX_RECORDS // len(rings), MIN_RECORDS)
     stamps, ends, stops, full = [], [], [], []
     for r, prod in zip(rings, prods):
-        ts, end = np.empty((2, min((prod - r.cons) // (HDR + REC.itemsize), cap)), np.int64)
-        stop, n = _stamps(r.data.view(np.uint32), r.data.view(np.uint64), r.mask, r.cons, prod, REC.itemsize, ts, end)
+        ts, end = np.empty((2, min((prod - r.cons) // (HDR + REC4_SIZE), cap)), np.int64)
+        stop, n = _stamps(r.data.view(np.uint32), r.data.view(np.uint64), r.mask, r.cons, prod, ts, end)
         stamps.append(ts[:n])
         ends.append(end[:n])
         stops.append(stop)
@@ -180,7 +192,7 @@ def drain(rings: list[RingReader],
         if n:
             d = r.data
             used = _drain(d, d.view(np.uint16), d.view(np.uint32), d.view(np.uint64), r.mask, r.cons, stop,
-                          REC.itemsize, ts_shift, dest[first : first + n], used, c["ts"], c["netns_id"],
+                          ts_shift, dest[first : first + n], used, c["ts"], c["netns_id"],
                           c["ifindex"], c["direction"], c["wire_len"], c["ip_version"], c["proto"], c["sport"],
                           c["dport"], c["flags"], c["seq"], c["ack"], c["win"], c["wscale"], c["payload_len"],
                           c["payload_off"], c["payload_cap"], c["gso_segs"], src.view(np.uint64),
