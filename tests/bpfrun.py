@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from bpfnetlog.capture.ebpf import loader
 from bpfnetlog.capture.ebpf.libbpf import lib
-from bpfnetlog.capture.ebpf.ringbuf import Rings
+from bpfnetlog.capture.ebpf.ringbuf import NO_NIC, NO_NICS, Rings
 from bpfnetlog.packets import DIR_INGRESS
 
 RING = 1 << 16
@@ -56,10 +56,12 @@ def run_packet(obj: loader.NetlogObject, rings: Rings, data: bytes) -> tuple[dic
     opts = RunOpts(sz=ctypes.sizeof(RunOpts), data_in=ctypes.cast(buf, ctypes.c_void_p),
                    data_size_in=len(data), repeat=1)  # fmt: skip
     assert lib.bpf_prog_test_run_opts(obj.prog_fd(DIR_INGRESS, False), ctypes.byref(opts)) == 0
-    cols, src, dst, payload = rings.read(0)
+    cols, src, dst, payload, (rows, keys) = rings.read(0, NO_NICS)  # told of no NIC: each record's key listed
     assert len(cols["ts"]) <= 1
     if not len(cols["ts"]):
         return {}, b""
     rec = {k: int(v[0]) for k, v in cols.items()}
+    assert rec["nic"] == NO_NIC and rows.tolist() == [0]
+    rec["netns_id"], rec["ifindex"] = int(keys[0]) >> 32, int(keys[0]) & 0xFFFFFFFF
     rec["src_ip"], rec["dst_ip"] = bytes(src[0]), bytes(dst[0])
     return rec, bytes(payload[rec["payload_off"] : rec["payload_off"] + rec["payload_cap"]])

@@ -17,6 +17,7 @@ class NicTable:
         self.nics: list[Nic] = []
         self._index: dict[int, int] = {}
         self._netns_id: dict[Nic, int] = {}
+        self._known: tuple[np.ndarray, np.ndarray] | None = None  # known()'s answer until the next add
         self._lock = threading.Lock()
 
     def add(self, netns_id: int, nic: Nic) -> int:
@@ -28,11 +29,24 @@ class NicTable:
             self.nics.append(nic)
             self._index[key] = len(self.nics) - 1
             self._netns_id[nic] = netns_id
+            self._known = None
             return self._index[key]
+
+    def known(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the netns_id << 32 | ifindex keys, sorted; each one's NIC index): for the ring reader,
+        which gives each record its NIC as it reads it (ringbuf.drain)."""
+        with self._lock:
+            if self._known is None:
+                keys = sorted(self._index)
+                self._known = np.array(keys, np.uint64), np.array([self._index[k] for k in keys], np.uint16)
+            return self._known
 
     def indexes(self, netns_id: np.ndarray, ifindex: np.ndarray) -> np.ndarray:
         """NIC index per record; an unknown pair (a record from a NIC released since) gets a stub NIC."""
-        keys = netns_id.astype(np.uint64) << np.uint64(32) | ifindex.astype(np.uint64)
+        return self.by_key(netns_id.astype(np.uint64) << np.uint64(32) | ifindex.astype(np.uint64))
+
+    def by_key(self, keys: np.ndarray) -> np.ndarray:
+        """NIC index per netns_id << 32 | ifindex key, as `indexes`."""
         uniq, _, inv = group(keys)  # a hash pass, not np.unique's sort
         idx = np.empty(len(uniq), np.uint16)
         for i, k in enumerate(uniq.tolist()):
@@ -54,9 +68,12 @@ class NicTable:
 
 
 def to_batch(cols: dict[str, np.ndarray], src_ip: np.ndarray, dst_ip: np.ndarray, payload: np.ndarray,
-             nics: NicTable, first_frame: int) -> PacketBatch:
-    """One PacketBatch from the columns RingReader.read filled: frame numbers and NIC indexes added."""
+             unknown: tuple[np.ndarray, np.ndarray], nics: NicTable, first_frame: int) -> PacketBatch:
+    """One PacketBatch from the columns Rings.read filled: frame numbers added, and the NICs of the
+    records whose NIC the reader did not know (`unknown`: row, key) resolved."""
     n = len(src_ip)
     cols["frame"] = np.arange(first_frame, first_frame + n, dtype=np.int64)
-    cols["nic"] = nics.indexes(cols.pop("netns_id"), cols.pop("ifindex"))
+    rows, keys = unknown
+    if len(rows):
+        cols["nic"][rows] = nics.by_key(keys)
     return PacketBatch(cols=cols, src_ip=src_ip, dst_ip=dst_ip, data=payload, nics=nics.snapshot())

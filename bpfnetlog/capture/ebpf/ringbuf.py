@@ -36,9 +36,11 @@ O_SPORT, O_DPORT, O_WIN, O_GSO, O_CAP, O_DIR, O_PROTO, O_IPV, O_FLAGS, O_WSCALE 
 # IPv4 records (REC4) end after their 4-byte addresses; IPv6 records are a whole REC
 O_SADDR4, O_DADDR4, REC4_SIZE, REC6_SIZE = REC4.fields["saddr"][1], REC4.fields["daddr"][1], REC4.itemsize, REC.itemsize
 assert O_SADDR4 % 4 == O_DADDR4 % 4 == O_IPV % 4 == 0
-V4_MAPPED = np.uint64(0xFFFF0000)  # bytes 8..11 of ::ffff:a.b.c.d, as the little-endian u64 of bytes 8..15
-# the PacketBatch columns (packets.COLUMNS) `drain` fills: all but frame and nic, which convert.to_batch adds
-RING_COLUMNS = ("ts", "direction", "wire_len", "ip_version", "proto", "sport", "dport", "flags", "seq", "ack", "win",
+V4_MAPPED = np.uint64(0xFFFF0000)
+NO_NIC = 0xFFFF  # nic of a record whose NIC the reader was not told of
+NO_NICS = (np.zeros(0, np.uint64), np.zeros(0, np.uint16))  # drain() told of no NIC  # bytes 8..11 of ::ffff:a.b.c.d, as the little-endian u64 of bytes 8..15
+# the PacketBatch columns (packets.COLUMNS) `drain` fills: all but frame, which convert.to_batch adds
+RING_COLUMNS = ("ts", "nic", "direction", "wire_len", "ip_version", "proto", "sport", "dport", "flags", "seq", "ack", "win",
                 "wscale", "payload_len", "payload_off", "payload_cap", "gso_segs")  # fmt: skip
 
 
@@ -77,21 +79,33 @@ def _stamps(d32, d64, mask, cons, prod, ts, ends):  # type: ignore[no-untyped-de
 
 
 @entry
-def _drain(data, d16, d32, d64, mask, cons, stop, ts_shift, dest, poff, ts, netns, ifindex, direction, wire_len,
-           ip_version, proto, sport, dport, flags, seq, ack, win, wscale, payload_len, payload_off, payload_cap,
-           gso_segs, src_ip, dst_ip, pay_out):  # fmt: skip
+def _drain(data, d16, d32, d64, mask, cons, stop, ts_shift, dest, poff, nic_keys, nic_idx, unk_rows, unk_keys,
+           nunknown, ts, nic, direction, wire_len, ip_version, proto, sport, dport, flags, seq, ack, win, wscale,
+           payload_len, payload_off, payload_cap, gso_segs, src_ip, dst_ip, pay_out):  # fmt: skip
     """The records `_stamps` walked in [cons, stop) straight into columns, the k-th at row dest[k]
     (rows of several rings interleave in time order); payloads into pay_out from `poff` on.
     `data` and its u16/u32/u64 views are the ring's data area; src_ip/dst_ip are (n, 2) u64,
-    IPv4 addresses as ::ffff:a.b.c.d. Returns where the payloads end. ts_shift: CLOCK_REALTIME -
-    CLOCK_MONOTONIC (the kernel stamps monotonic time)."""
+    IPv4 addresses as ::ffff:a.b.c.d. ts_shift: CLOCK_REALTIME - CLOCK_MONOTONIC (the kernel
+    stamps monotonic time). A record's nic is that of its (netns_id << 32 | ifindex) in the
+    sorted `nic_keys` (`nic_idx` alongside), else NO_NIC, its row and key into unk_rows/unk_keys
+    from `nunknown` on.
+    Returns (where the payloads end, unknowns now)."""
     k = 0
+    last_key, last_nic = np.uint64(0), np.uint16(NO_NIC)  # runs of one NIC's records: no search
     while cons < stop:
         b, size, after = _record(d32, mask, cons)
         if b >= 0:
             n = dest[k]
             ts[n] = d64[(b + O_TS) >> 3] + ts_shift
-            netns[n], ifindex[n] = d32[(b + O_NETNS) >> 2], d32[(b + O_IFINDEX) >> 2]
+            key = np.uint64(d32[(b + O_NETNS) >> 2]) << np.uint64(32) | np.uint64(d32[(b + O_IFINDEX) >> 2])
+            if key != last_key or k == 0:
+                j = np.searchsorted(nic_keys, key)
+                last_key = key
+                last_nic = nic_idx[j] if j < len(nic_keys) and nic_keys[j] == key else np.uint16(NO_NIC)
+            nic[n] = last_nic
+            if last_nic == NO_NIC:
+                unk_rows[nunknown], unk_keys[nunknown] = n, key
+                nunknown += 1
             wire_len[n], payload_len[n] = d32[(b + O_WIRE) >> 2], d32[(b + O_PLEN) >> 2]
             seq[n], ack[n] = d32[(b + O_SEQ) >> 2], d32[(b + O_ACK) >> 2]
             sport[n], dport[n] = d16[(b + O_SPORT) >> 1], d16[(b + O_DPORT) >> 1]
@@ -115,7 +129,7 @@ def _drain(data, d16, d32, d64, mask, cons, stop, ts_shift, dest, poff, ts, netn
             poff += cap
             k += 1
         cons = after
-    return poff
+    return poff, nunknown
 
 
 class RingReader:
@@ -150,10 +164,14 @@ class RingReader:
         self._prod_mm.close()
 
 
-def drain(rings: list[RingReader],
-          ts_shift: int) -> tuple[list[int], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """(each ring's new consumer position, RING_COLUMNS + netns_id and ifindex, source and
-    destination addresses (n, 16), payload bytes) of the records pending in `rings`, in time order.
+def drain(rings: list[RingReader], ts_shift: int, nics: tuple[np.ndarray, np.ndarray] = NO_NICS) -> tuple[
+        list[int], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """(each ring's new consumer position, RING_COLUMNS, source and destination addresses (n, 16),
+    payload bytes, unknown NICs) of the records pending in `rings`, in time order.
+
+    `nics`: NicTable.known(), the NICs the reader knows (sorted netns_id << 32 | ifindex keys, their
+    indexes): a record's `nic` column is its NIC's index, or NO_NIC for the rows listed in
+    `unknown` (rows, their keys), for the caller to resolve.
 
     Every producer position is read first, so a record that comes later on one ring cannot
     precede (in the batch) one from an earlier moment on another; a ring holding more than a
@@ -184,21 +202,21 @@ def drain(rings: list[RingReader],
     else:  # one ring has it all: its order is time order
         dest = np.arange(total, dtype=np.int64)
     c = {name: np.empty(total, COLUMNS[name]) for name in RING_COLUMNS}
-    c["netns_id"], c["ifindex"] = np.empty(total, np.uint32), np.empty(total, np.uint32)
+    unk_rows, unk_keys = np.empty(total, np.int64), np.empty(total, np.uint64)
     src, dst = np.empty((total, 16), np.uint8), np.empty((total, 16), np.uint8)
     pay = np.empty(sum(stop - r.cons for r, stop in zip(rings, stops)), np.uint8)  # untouched pages cost no memory
-    used, first = 0, 0
+    used, first, nunknown = 0, 0, 0
     for r, stop, n in zip(rings, stops, counts):
         if n:
             d = r.data
-            used = _drain(d, d.view(np.uint16), d.view(np.uint32), d.view(np.uint64), r.mask, r.cons, stop,
-                          ts_shift, dest[first : first + n], used, c["ts"], c["netns_id"],
-                          c["ifindex"], c["direction"], c["wire_len"], c["ip_version"], c["proto"], c["sport"],
-                          c["dport"], c["flags"], c["seq"], c["ack"], c["win"], c["wscale"], c["payload_len"],
-                          c["payload_off"], c["payload_cap"], c["gso_segs"], src.view(np.uint64),
-                          dst.view(np.uint64), pay)  # fmt: skip
+            used, nunknown = _drain(
+                d, d.view(np.uint16), d.view(np.uint32), d.view(np.uint64), r.mask, r.cons, stop, ts_shift,
+                dest[first : first + n], used, nics[0], nics[1], unk_rows, unk_keys, nunknown, c["ts"], c["nic"],
+                c["direction"], c["wire_len"], c["ip_version"], c["proto"], c["sport"], c["dport"], c["flags"],
+                c["seq"], c["ack"], c["win"], c["wscale"], c["payload_len"], c["payload_off"], c["payload_cap"],
+                c["gso_segs"], src.view(np.uint64), dst.view(np.uint64), pay)  # fmt: skip
         first += n
-    return stops, c, src, dst, pay[:used]
+    return stops, c, src, dst, pay[:used], (unk_rows[:nunknown], unk_keys[:nunknown])
 
 
 class Rings:
@@ -244,12 +262,13 @@ class Rings:
             nap = (min_bytes - full) / rate if rate > 0 else longest
             then, was = now, full
 
-    def read(self, ts_shift: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, ts_shift: int, nics: tuple[np.ndarray, np.ndarray]) -> tuple[
+            dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """`drain` of the pending records, and their space released."""
-        stops, cols, src, dst, payload = drain(self._rings, ts_shift)
+        stops, *out = drain(self._rings, ts_shift, nics)
         for r, stop in zip(self._rings, stops):
             r.release(stop)
-        return cols, src, dst, payload
+        return tuple(out)  # type: ignore[return-value]
 
     def close(self) -> None:
         self._epoll.close()

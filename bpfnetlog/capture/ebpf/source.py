@@ -195,7 +195,7 @@ class EbpfSource:
     def _read(self, ring: Rings) -> PacketBatch:
         # the kernel stamps CLOCK_MONOTONIC; records get wall-clock ns
         shift = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        batch = to_batch(*ring.read(shift), self.nics, self._frames)
+        batch = to_batch(*ring.read(shift, self.nics.known()), self.nics, self._frames)
         self._frames += len(batch)
         self._received += len(batch)
         return batch
