@@ -50,9 +50,9 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
     "capture.ebpf.ringbuf": {
         "_stamps": (A(U32, readonly=True), A(U64, readonly=True), I64, I64, I64, A(I64), A(I64)),
         "_drain": (RO, A(U16, readonly=True), A(U32, readonly=True), A(U64, readonly=True), I64, I64, I64, I64,
-                   A(I64), I64, A(U64), A(U16), A(I64), A(U64), I64, A(I64), A(U16), A(U8), A(U32), A(U8), A(U8), A(U16),
-                   A(U16), A(U8), A(U32), A(U32), A(U16), A(I8), A(U32), A(I64), A(U32), A(U16), A(U64, 2),
-                   A(U64, 2), A(U8)),
+                   A(I64), I64, A(U64), A(U16), A(I64), A(U64), I64, A(I64), A(U16), A(U8), A(U32), A(U8), A(U8),
+                   A(U16), A(U16), A(U8), A(U32), A(U32), A(U16), A(I8), A(U32), A(I64), A(U32), A(U16),
+                   A(U64, 2), A(U64, 2), A(U8)),
     },
     "decode.frames": {
         "decode_frames": (RO, A(I64), A(U32), A(U32), A(I64), A(I64), A(I64), A(U16), A(U8), A(U16), A(I64),

@@ -36,12 +36,12 @@ O_SPORT, O_DPORT, O_WIN, O_GSO, O_CAP, O_DIR, O_PROTO, O_IPV, O_FLAGS, O_WSCALE 
 # IPv4 records (REC4) end after their 4-byte addresses; IPv6 records are a whole REC
 O_SADDR4, O_DADDR4, REC4_SIZE, REC6_SIZE = REC4.fields["saddr"][1], REC4.fields["daddr"][1], REC4.itemsize, REC.itemsize
 assert O_SADDR4 % 4 == O_DADDR4 % 4 == O_IPV % 4 == 0
-V4_MAPPED = np.uint64(0xFFFF0000)
+V4_MAPPED = np.uint64(0xFFFF0000)  # bytes 8..11 of ::ffff:a.b.c.d, as the little-endian u64 of bytes 8..15
 NO_NIC = 0xFFFF  # nic of a record whose NIC the reader was not told of
-NO_NICS = (np.zeros(0, np.uint64), np.zeros(0, np.uint16))  # drain() told of no NIC  # bytes 8..11 of ::ffff:a.b.c.d, as the little-endian u64 of bytes 8..15
+NO_NICS = (np.zeros(0, np.uint64), np.zeros(0, np.uint16))  # drain() told of no NIC
 # the PacketBatch columns (packets.COLUMNS) `drain` fills: all but frame, which convert.to_batch adds
-RING_COLUMNS = ("ts", "nic", "direction", "wire_len", "ip_version", "proto", "sport", "dport", "flags", "seq", "ack", "win",
-                "wscale", "payload_len", "payload_off", "payload_cap", "gso_segs")  # fmt: skip
+RING_COLUMNS = ("ts", "nic", "direction", "wire_len", "ip_version", "proto", "sport", "dport", "flags", "seq", "ack",
+                "win", "wscale", "payload_len", "payload_off", "payload_cap", "gso_segs")  # fmt: skip
 
 
 @kernel(inline=True)
@@ -164,8 +164,11 @@ class RingReader:
         self._prod_mm.close()
 
 
+Unknown = tuple[np.ndarray, np.ndarray]  # rows of records whose NIC drain() was not told of, their keys
+
+
 def drain(rings: list[RingReader], ts_shift: int, nics: tuple[np.ndarray, np.ndarray] = NO_NICS) -> tuple[
-        list[int], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        list[int], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, Unknown]:  # fmt: skip
     """(each ring's new consumer position, RING_COLUMNS, source and destination addresses (n, 16),
     payload bytes, unknown NICs) of the records pending in `rings`, in time order.
 
@@ -263,7 +266,7 @@ class Rings:
             then, was = now, full
 
     def read(self, ts_shift: int, nics: tuple[np.ndarray, np.ndarray]) -> tuple[
-            dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+            dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, Unknown]:  # fmt: skip
         """`drain` of the pending records, and their space released."""
         stops, *out = drain(self._rings, ts_shift, nics)
         for r, stop in zip(self._rings, stops):
