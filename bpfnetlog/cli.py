@@ -161,7 +161,7 @@ def capture(
     from rich.live import Live
 
     from bpfnetlog.capture.errors import CaptureError
-    from bpfnetlog.capture.live import LiveSource
+    from bpfnetlog.capture.live import LiveSource, batch_scheduling
     from bpfnetlog.enrich.listening import listening_sockets
     from bpfnetlog.pipeline import Pipeline
     from bpfnetlog.store.base import StoreError
@@ -185,6 +185,7 @@ def capture(
         raise typer.Exit(2) from None
     src = LiveSource(backend=backend, filter=filter, ifaces=iface, netns=netns, payload_snaplen=payload_snaplen)
     load_kernels()  # the compiled kernels, before packets wait for them
+    batch_scheduling()  # the host's work first when the capture wakes up (it keeps its CPU share)
     try:
         src.start()
     except (CaptureError, ValueError) as e:

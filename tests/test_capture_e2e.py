@@ -21,6 +21,7 @@ each other and nothing is attached to the host's interfaces. Processes are start
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -445,7 +446,11 @@ def hosts(lab: L.Lab) -> Iterator[L.Link]:
 
 
 def test_duration_ends_capture(lab: L.Lab, hosts: L.Link, tmp_path: Path) -> None:
+    """--duration ends the capture; while it runs, every thread of it is SCHED_BATCH."""
     cli = start_capture(lab, tmp_path / "store", [hosts.a], ready=hosts.a, extra=["--duration", "4"])
+    tasks = Path(f"/proc/{cli.proc.pid}/task")
+    policies = {int((t / "stat").read_text().rsplit(")", 1)[1].split()[38]) for t in tasks.iterdir()}
+    assert policies == {os.SCHED_BATCH}, policies  # field 41 of proc(5): policy
     L.curl(hosts.a, [L.url(hosts.b_ip, 80, "/small.txt")])
     assert cli.wait() == 0, cli.output()
     assert "stopped: end of --duration" in " ".join(cli.output().split())
