@@ -157,7 +157,9 @@ def capture(
     host: Annotated[Optional[str], typer.Option(help="host of the records (default: this machine's hostname).")] = None,
     write_pcap: Annotated[Optional[Path], typer.Option("--write-pcap", help="Also write the captured packets to this pcapng (raw IP, headers rebuilt, payload cut at --payload-snaplen) for Wireshark.")] = None,
 ) -> None:
-    """Capture live on every NIC of this host and its network namespaces (eBPF tc programs)."""
+    """Capture live on every NIC of this host and its network namespaces (eBPF tc programs).
+
+    Runs under SCHED_BATCH: its fair share of CPU, without preempting the host's work at each wakeup."""
     from rich.live import Live
 
     from bpfnetlog.capture.errors import CaptureError
