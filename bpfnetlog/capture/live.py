@@ -35,9 +35,9 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 def batch_scheduling() -> None:
     """Put every thread of this process (and so the threads it starts later) under SCHED_BATCH.
 
-    A capture keeps its fair share of the CPUs, so it cannot starve and drop records (as under
-    SCHED_IDLE or a high nice value), but it no longer preempts the host's own work each time it
-    wakes up for a batch: it runs when a CPU frees up or at the next tick. iperf3 between
+    A capture keeps its fair share of the CPUs (under SCHED_IDLE or a high nice value a busy host
+    would starve it and its rings would overflow), but it no longer preempts the host's own work
+    each time it wakes up for a batch: it runs when a CPU frees up or at the next tick. iperf3 between
     namespaces with TSO on (CPUs ~88% busy) lost 4.8% (median of 14 rounds) instead of 7.0% to it.
     """
     for tid in os.listdir("/proc/self/task"):
