@@ -123,6 +123,7 @@ enum netlog_stat {
 	NETLOG_STAT_FILTERED,     /* rejected by the capture filter */
 	NETLOG_STAT_RING_DROP,    /* records lost: ring full */
 	NETLOG_STAT_QUIET,        /* records sent without payload: the flow is quiet */
+	NETLOG_STAT_SHED,         /* records sent without their payload: the ring was over half full */
 	NETLOG_STAT_MAX,
 };
 

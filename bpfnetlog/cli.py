@@ -259,6 +259,7 @@ def _live_table(backend: str, s, pipe, elapsed: float, title: str = "bpfnetlog c
     t.add_row("dropped (ring full)", f"{s.dropped:,}")
     if backend == "ebpf":
         t.add_row("headers only (L7 gave up)", f"{getattr(s, 'quiet', 0):,}")
+        t.add_row("payload shed (ring over half full)", f"{getattr(s, 'shed', 0):,}")
     _pipeline_rows(t, pipe, elapsed)
     if s.errors:
         t.add_row("errors", "\n".join(s.errors[-5:]))

@@ -49,13 +49,18 @@ def loaded() -> Iterator[tuple[loader.NetlogObject, Rings]]:
         os.sched_setaffinity(0, affinity)
 
 
-def run_packet(obj: loader.NetlogObject, rings: Rings, data: bytes) -> tuple[dict[str, int], bytes]:
-    """One packet through the ingress program: the fields of the records it sent (none: {}),
-    and its payload bytes."""
+def send_packet(obj: loader.NetlogObject, data: bytes) -> None:
+    """One packet through the ingress program; its record stays in the ring."""
     buf = ctypes.create_string_buffer(data, len(data))
     opts = RunOpts(sz=ctypes.sizeof(RunOpts), data_in=ctypes.cast(buf, ctypes.c_void_p),
                    data_size_in=len(data), repeat=1)  # fmt: skip
     assert lib.bpf_prog_test_run_opts(obj.prog_fd(DIR_INGRESS, False), ctypes.byref(opts)) == 0
+
+
+def run_packet(obj: loader.NetlogObject, rings: Rings, data: bytes) -> tuple[dict[str, int], bytes]:
+    """One packet through the ingress program: the fields of the records it sent (none: {}),
+    and its payload bytes."""
+    send_packet(obj, data)
     cols, src, dst, payload, (rows, keys) = rings.read(0, NO_NICS)  # told of no NIC: each record's key listed
     assert len(cols["ts"]) <= 1
     if not len(cols["ts"]):

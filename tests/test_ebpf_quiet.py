@@ -8,10 +8,11 @@ import struct
 
 import numpy as np
 import pytest
-from bpfrun import NETNS_ID, loaded, run_packet
+from bpfrun import NETNS_ID, RING, loaded, run_packet, send_packet
 
 from bpfnetlog.capture.ebpf import loader
-from bpfnetlog.capture.ebpf.ringbuf import Rings
+from bpfnetlog.capture.ebpf.record import STAT_RING_DROP, STAT_SHED
+from bpfnetlog.capture.ebpf.ringbuf import NO_NICS, Rings
 from bpfnetlog.packets import DIR_INGRESS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
@@ -66,3 +67,22 @@ def test_quiet_verdicts_reach_every_packet_after_them(kernel) -> None:
     assert run(obj, rings, data)["payload_cap"] == 300
     other = frame(0x18, b"y" * 100)  # same flow, another packet: memo hit, still payload
     assert run(obj, rings, other)["payload_cap"] == 100
+
+
+def test_a_ring_over_half_full_keeps_headers_and_sheds_payload(kernel) -> None:
+    """Records of payload packets get their payload while the ring is at most half full; after
+    that they come with headers only (counted as shed), so the ring keeps room for every
+    packet's record instead of dropping whole records."""
+    obj, rings = kernel
+    data = frame(0x18, b"y" * 1000)  # a 56 + 1024-byte reservation (+ 8 of ring header) each
+    per = 8 + 56 + 1024
+    n = RING // per + 8  # more than the ring holds with payload
+    for _ in range(n):
+        send_packet(obj, data)
+    cols, *_ = rings.read(0, NO_NICS)
+    caps = cols["payload_cap"].tolist()
+    full = (RING // 2) // per + 1  # the record that takes the ring past half is the last with payload
+    assert caps == [1000] * full + [0] * (n - full)
+    assert cols["payload_len"].tolist() == [1000] * n  # what the packet carried, kept
+    stats = loader.read_stats(obj.map_fds["stats"])
+    assert int(stats[STAT_SHED]) == n - full and int(stats[STAT_RING_DROP]) == 0

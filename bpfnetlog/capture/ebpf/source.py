@@ -22,6 +22,7 @@ from bpfnetlog.capture.ebpf.record import (
     STAT_QUIET,
     STAT_FILTERED,
     STAT_RING_DROP,
+    STAT_SHED,
     STAT_SKIPPED,
 )
 from bpfnetlog.capture.ebpf.ringbuf import Rings
@@ -207,7 +208,8 @@ class EbpfSource:
         f = self._follower
         return LiveStats(
             source="ebpf", packets=self._received, decoded=self._received, skipped=int(k[STAT_SKIPPED]),
-            dropped=int(k[STAT_RING_DROP]), quiet=int(k[STAT_QUIET]), errors=list(f.errors) if f else [],
+            dropped=int(k[STAT_RING_DROP]), quiet=int(k[STAT_QUIET]), shed=int(k[STAT_SHED]),
+            errors=list(f.errors) if f else [],
             filtered=int(k[STAT_FILTERED]),
             nics_attached=len(f.attached()) if f else 0, attach_mode=self._attacher.mode if f else "",
             stale_removed=self._attacher.stale_removed if f else 0,
@@ -276,6 +278,7 @@ class LiveStats(SourceStats):
     """SourceStats plus what only a live source knows."""
 
     quiet: int = 0  # records sent without payload: their connection's L7 stage had given up
+    shed: int = 0  # records sent without their payload: the ring was over half full
     filtered: int = 0  # packets the capture filter rejected
     nics_attached: int = 0
     attach_mode: str = ""  # "tcx" or "clsact" (ebpf), "tpacket_v3" (afpacket)
