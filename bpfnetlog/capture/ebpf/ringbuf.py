@@ -45,6 +45,13 @@ RING_COLUMNS = ("ts", "nic", "direction", "wire_len", "ip_version", "proto", "sp
 
 
 @kernel(inline=True)
+def _head_size(d32, body):  # type: ignore[no-untyped-def]
+    """Header bytes of the record whose body starts at `body` (at least REC4_SIZE long): its
+    ip_version says which layout it has, REC4 (IPv4) or REC (IPv6)."""
+    return np.int64(REC4_SIZE) if d32[(body + O_IPV) >> 2] & 0xFF == 4 else np.int64(REC6_SIZE)
+
+
+@kernel(inline=True)
 def _record(d32, mask, cons):  # type: ignore[no-untyped-def]
     """The record at position `cons`: (byte offset of its body in the data area, or -1 for one
     to skip (discarded, or shorter than its layout), -2 for one the kernel is still writing; its
@@ -55,7 +62,7 @@ def _record(d32, mask, cons):  # type: ignore[no-untyped-def]
     after = cons + ((size + HDR + 7) & ~np.int64(7))
     if ln & BUSY:
         return np.int64(-2), size, after
-    if (ln & DISCARD) or size < REC4_SIZE or (size < REC6_SIZE and d32[(p + HDR + O_IPV) >> 2] & 0xFF != 4):
+    if (ln & DISCARD) or size < REC4_SIZE or size < _head_size(d32, p + HDR):
         return np.int64(-1), size, after
     return np.int64(p + HDR), size, after
 
@@ -110,18 +117,16 @@ def _drain(data, d16, d32, d64, mask, cons, stop, ts_shift, dest, poff, nic_keys
             seq[n], ack[n] = d32[(b + O_SEQ) >> 2], d32[(b + O_ACK) >> 2]
             sport[n], dport[n] = d16[(b + O_SPORT) >> 1], d16[(b + O_DPORT) >> 1]
             win[n], gso_segs[n] = d16[(b + O_WIN) >> 1], d16[(b + O_GSO) >> 1]
-            v = data[b + O_IPV]
-            direction[n], proto[n], ip_version[n] = data[b + O_DIR], data[b + O_PROTO], v
+            direction[n], proto[n], ip_version[n] = data[b + O_DIR], data[b + O_PROTO], data[b + O_IPV]
             flags[n], wscale[n] = data[b + O_FLAGS], np.int8(data[b + O_WSCALE])
-            if v == 4:
+            head = _head_size(d32, b)
+            if head == REC4_SIZE:
                 src_ip[n, 0], dst_ip[n, 0] = 0, 0
                 src_ip[n, 1] = np.uint64(d32[(b + O_SADDR4) >> 2]) << np.uint64(32) | V4_MAPPED
                 dst_ip[n, 1] = np.uint64(d32[(b + O_DADDR4) >> 2]) << np.uint64(32) | V4_MAPPED
-                head = np.int64(REC4_SIZE)
             else:
                 src_ip[n, 0], src_ip[n, 1] = d64[(b + O_SADDR) >> 3], d64[(b + O_SADDR + 8) >> 3]
                 dst_ip[n, 0], dst_ip[n, 1] = d64[(b + O_DADDR) >> 3], d64[(b + O_DADDR + 8) >> 3]
-                head = np.int64(REC6_SIZE)
             cap = min(np.int64(d16[(b + O_CAP) >> 1]), size - head)
             copy_bytes(pay_out, poff, data, b + head, cap)
             payload_cap[n] = cap
@@ -268,10 +273,10 @@ class Rings:
     def read(self, ts_shift: int, nics: tuple[np.ndarray, np.ndarray]) -> tuple[
             dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, Unknown]:  # fmt: skip
         """`drain` of the pending records, and their space released."""
-        stops, *out = drain(self._rings, ts_shift, nics)
+        stops, cols, src, dst, payload, unknown = drain(self._rings, ts_shift, nics)
         for r, stop in zip(self._rings, stops):
             r.release(stop)
-        return tuple(out)  # type: ignore[return-value]
+        return cols, src, dst, payload, unknown
 
     def close(self) -> None:
         self._epoll.close()
