@@ -216,6 +216,7 @@ def capture(
                         pipe.account_drops(src.ring_losses(), reported_drops)
                     pipe.listening = listening_sockets()
                     pipe.tick(time.time_ns(), flush_all=True)
+                    pipe.write_stats([stats])  # so far: a long or killed capture has them too
                     writer.flush()
                     last_flush = now
                     live.update(_live_table(src.backend, stats, pipe, now - t0))

@@ -10,6 +10,7 @@ L7 markers (which packet starts which request) can still be put on them.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,7 @@ class Pipeline:
         returns (live capture uses them to stop copying payload nobody parses)."""
         self.writer = writer
         self.host = host
+        self.started = time.time_ns()  # the run's, in its capture statistics
         self.local = local or LocalNets()
         self.t = timeouts or Timeouts()
         self.flows = FlowTable(chunk_max_ns=int(self.t.chunk_max * S))
@@ -283,9 +285,13 @@ class Pipeline:
             conn = self.conns.pop(slot)
             del self.slot_of[conn.conn_id]
         self._release(everything)
+        self.write_stats(stats)
+        self.writer.flush()
+
+    def write_stats(self, stats: list[SourceStats]) -> None:
+        """A row per source: its counters so far (records.STATS_FIELDS)."""
         if stats:
             self.writer.write(STATS_TABLE, [self._stats_row(s) for s in stats])
-        self.writer.flush()
 
     def _release(self, slots: np.ndarray) -> None:
         """Slots are reused: forget what was learned about their connections."""
@@ -298,9 +304,10 @@ class Pipeline:
         self.flows.release(slots)
 
     def _stats_row(self, s: SourceStats) -> dict:
-        return {"time": self.now, "host": self.host, "source": s.source, "packets": s.packets,
-                "decoded": s.decoded, "skipped": s.skipped, "malformed": s.malformed,
-                "dropped": s.dropped, "errors": "; ".join(s.errors)}  # fmt: skip
+        return {"time": self.now, "started": self.started, "host": self.host, "source": s.source,
+                "packets": s.packets, "decoded": s.decoded, "skipped": s.skipped, "malformed": s.malformed,
+                "dropped": s.dropped, "headers_only": getattr(s, "quiet", None),
+                "payload_shed": getattr(s, "shed", None), "errors": "; ".join(s.errors)}  # fmt: skip
 
     def _take_markers(self) -> None:
         for m in self.l7.take_markers():

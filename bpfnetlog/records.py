@@ -168,8 +168,12 @@ PACKET_FIELDS: list[tuple[str, pa.DataType]] = [
     ("l7_id", _str),
 ]
 
+# A run (one `bpfnetlog read` or `capture`) writes a row per source at its end; a live capture
+# also at every flush, so a long or killed capture has them too. Counters are totals since the
+# run started: the newest row of a run (`started`) is its total, never add rows up.
 STATS_FIELDS: list[tuple[str, pa.DataType]] = [
     ("time", _i64),
+    ("started", _i64),  # when the run that wrote the row started (ns): its rows share it
     ("host", _str),
     ("source", _str),  # file name, or "ebpf" / "afpacket"
     ("packets", _i64),  # packets read from the source
@@ -177,6 +181,8 @@ STATS_FIELDS: list[tuple[str, pa.DataType]] = [
     ("skipped", _i64),  # packets that are not TCP/UDP over IP (ARP, ICMP, ...)
     ("malformed", _i64),  # packets whose headers are cut or invalid
     ("dropped", _i64),  # packets the capture lost (ring full, kernel drops)
+    ("headers_only", _i64),  # live: records sent without payload, their connection's L7 stage gave up
+    ("payload_shed", _i64),  # live eBPF: records sent without payload, the ring was over half full
     ("errors", _str),  # human readable, e.g. "truncated record at byte 1234"
 ]
 

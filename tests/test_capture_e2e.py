@@ -343,8 +343,11 @@ def test_clean_exit(run: Run) -> None:
     """Exit code 0, the summary names the signal, the capture statistics reached the store."""
     assert run.exit_code == 0, run.output
     assert f"stopped: {'interrupt' if run.signal == 'SIGINT' else 'SIGTERM'}" in " ".join(run.output.split())
-    (stats,) = run.live_all.stats
-    assert stats["source"] == "ebpf" and stats["dropped"] == 0 and stats["packets"] > 0, stats
+    rows = run.live_all.stats  # one per flush (1 s) and the last at exit: totals since the start
+    assert len(rows) >= 2 and {r["source"] for r in rows} == {"ebpf"} and len({r["started"] for r in rows}) == 1
+    assert [r["packets"] for r in rows] == sorted(r["packets"] for r in rows), rows
+    stats = rows[-1]
+    assert stats["dropped"] == 0 and stats["packets"] > 0 and stats["payload_shed"] == 0, stats
     assert run.tcpdump.dropped == 0 and run.tcpdump.captured > 0
 
 
@@ -581,6 +584,7 @@ def test_payload_stops_when_l7_gives_up_and_resumes_on_a_new_connection(lab: L.L
     skipped = re.findall(r"headers only \(L7 gave up\) │ ([\d,]+)", out)
     assert skipped and int(skipped[-1].replace(",", "")) > 10, out
     store = load_store(tmp_path / "store", CLIENT_IF, hosts.a.name)
+    assert store.stats[-1]["headers_only"] == int(skipped[-1].replace(",", ""))  # the store has the summary's count
     mine = [r for r in store.l4 if r["src_port"] == 40123 or r["dst_port"] == 40123]
     conns = sorted({r["conn_id"] for r in mine}, key=lambda c: min(r["time"] for r in mine if r["conn_id"] == c))
     assert len(conns) == 2

@@ -143,3 +143,38 @@ def test_kernel_ring_drops_reach_the_connection_records(tmp_path: Path) -> None:
     l4 = DuckDBStoreReader(store).sql(f'SELECT src_port, capture_drops, status FROM "{L4_SOURCE}"').to_pylist()
     assert {(r["src_port"], r["capture_drops"], r["status"]) for r in l4 if r["capture_drops"]} == {(40006, 7, "warning")}
     assert sum(r["capture_drops"] for r in l4) == 7
+
+
+def test_capture_statistics_rows(tmp_path: Path) -> None:
+    """A row per write_stats call, counters as given; rows of one run share `started`; a pcap has
+    no live-only counters (null), a live source's headers-only and shed counts reach the store."""
+    import time
+
+    from bpfnetlog.capture.ebpf.source import LiveStats
+    from bpfnetlog.records import STATS_TABLE
+
+    pcap = tmp_path / "s.pcap"
+    wrpcap(str(pcap), scenario())
+    store = tmp_path / "store"
+    before = time.time_ns()
+    with ParquetStoreWriter(store) as writer:
+        pipe = Pipeline(writer, "h1")
+        reader = PcapReader(pcap, nic_name="eth0")
+        for batch in reader.batches():
+            pipe.feed(batch)
+        pipe.write_stats([LiveStats("ebpf", packets=50, decoded=48, dropped=2, quiet=7, shed=3)])
+        pipe.finish([reader.stats, LiveStats("ebpf", packets=90, decoded=88, dropped=2, quiet=9, shed=37)])
+    after = time.time_ns()
+    rows = DuckDBStoreReader(store).sql(
+        f'SELECT source, started, packets, decoded, dropped, headers_only, payload_shed, host FROM "{STATS_TABLE}" '
+        "ORDER BY source, packets").to_pylist()  # fmt: skip
+    started = {r.pop("started") for r in rows}
+    assert len(started) == 1 and before <= started.pop() <= after
+    n = reader.stats.packets
+    assert n == len(scenario())
+    assert rows == [
+        {"source": "ebpf", "packets": 50, "decoded": 48, "dropped": 2, "headers_only": 7, "payload_shed": 3, "host": "h1"},
+        {"source": "ebpf", "packets": 90, "decoded": 88, "dropped": 2, "headers_only": 9, "payload_shed": 37, "host": "h1"},
+        {"source": "s.pcap", "packets": n, "decoded": n, "dropped": 0, "headers_only": None, "payload_shed": None,
+         "host": "h1"},
+    ]  # fmt: skip
