@@ -182,7 +182,9 @@ class Bpfnetlog(Tool):
         if code != 0:
             raise RuntimeError(f"bpfnetlog capture exited {code}: {(self.lab.tmp / self.log).read_text()}")
         with DuckDBStoreReader(self.store) as r:
-            packets, dropped = r.sql("SELECT sum(packets), sum(dropped) FROM bpf_net_capture_stats").to_pylist()[0].values()
+            # a row per flush, each the run's totals so far (they only grow): the largest is the total
+            packets, dropped = r.sql("SELECT sum(p), sum(d) FROM (SELECT max(packets) p, max(dropped) d "
+                                     "FROM bpf_net_capture_stats GROUP BY started, source)").to_pylist()[0].values()  # fmt: skip
             l7 = r.sql("SELECT count(*) AS n FROM bpf_net_l7_log WHERE nic_name = 'veth0'").to_pylist()[0]["n"]
         return Seen(self.name, int(packets or 0), int(dropped or 0), self.cpu, l7, self.bpf_s)
 

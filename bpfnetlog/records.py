@@ -170,7 +170,8 @@ PACKET_FIELDS: list[tuple[str, pa.DataType]] = [
 
 # A run (one `bpfnetlog read` or `capture`) writes a row per source at its end; a live capture
 # also at every flush, so a long or killed capture has them too. Counters are totals since the
-# run started: the newest row of a run (`started`) is its total, never add rows up.
+# run started and only grow: the newest (largest) row of a run (`started`) is its total, never
+# add a run's rows up.
 STATS_FIELDS: list[tuple[str, pa.DataType]] = [
     ("time", _i64),
     ("started", _i64),  # when the run that wrote the row started (ns): its rows share it
