@@ -81,6 +81,8 @@ ENTRIES: dict[str, dict[str, tuple[t.Type, ...]]] = {
         "expire": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64, 2), A(I64), I64),
         "compact": (A(I64, 2), A(I64, 2), A(I64, 2), A(I64), A(U8), A(B), A(I64)),
         "_gather": (A(U8), A(I64), A(I64), A(I32), A(U8)),
+        "id_text": (A(U8, 2), A(I64), A(I64), A(I32), A(U8)),
+        "pair_text": (A(I64), A(I64), I64, A(I32), A(U8)),
     },
 }
 

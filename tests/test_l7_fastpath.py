@@ -207,3 +207,28 @@ def test_kernel_secret_names_as_python(name: bytes) -> None:
 
     d = np.frombuffer(b"x" + name + b":", np.uint8)
     assert _is_secret(d, 1, len(name)) == (_SECRET.search(name.lower()) is not None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)),
+                max_size=40))  # fmt: skip
+def test_kernel_id_texts_as_python(rows: list[tuple[int, int, int]]) -> None:
+    """l7_id (`<conn_id>-<n>`) and l7_traceid (`<req_seq>_<resp_seq>`) as the kernel writes them are
+    Python's f-strings, for any int64 (-1: a missing message)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from bpfnetlog.l7.http1_kernel import id_text, pair_text
+
+    conn_ids = [f"{i:x}".rjust(16, "c") for i in range(4)]
+    prefix = np.array([np.frombuffer(c.encode(), np.uint8) for c in conn_ids])
+    slots, a, b = (np.array([r[j] for r in rows], np.int64) for j in range(3))
+    n = len(rows)
+    offsets, out = np.empty(n + 1, np.int32), np.empty(n * 37, np.uint8)
+    id_text(prefix, slots, a, offsets, out)
+    got = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out)).to_pylist()
+    assert got == [f"{conn_ids[s]}-{x}" for s, x, _ in rows]
+    offsets, out = np.empty(n + 1, np.int32), np.empty(n * 41, np.uint8)
+    pair_text(a, b, ord("_"), offsets, out)
+    got = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out)).to_pylist()
+    assert got == [f"{x}_{y}" for _, x, y in rows]

@@ -18,10 +18,13 @@ import socket
 import struct
 
 
+CONN_ID_LEN = 16  # hex digits of a conn_id (l7.fastpath keeps them in a table this wide)
+
+
 def conn_id(host: str, nic: str, proto: int, ip_a: str, port_a: int, ip_b: str, port_b: int, first_ts: int) -> str:
     """16 hex digits, unique per connection per NIC (the first packet's time tells reuses apart)."""
     key = f"{host}|{nic}|{proto}|{ip_a}|{port_a}|{ip_b}|{port_b}|{first_ts}".encode()
-    return hashlib.blake2b(key, digest_size=8).hexdigest()
+    return hashlib.blake2b(key, digest_size=CONN_ID_LEN // 2).hexdigest()
 
 
 def community_id(proto: int, ip_a: str, port_a: int, ip_b: str, port_b: int, seed: int = 0) -> str:

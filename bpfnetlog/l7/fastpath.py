@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfnetlog.correlate.ids import CONN_ID_LEN
+
 from . import http1
 from . import http1_kernel as k
 from .base import Message
@@ -44,6 +46,7 @@ class FastHttp:
         self.cnt = np.zeros(6, np.int64)
         self.heads = np.zeros((k.MAX_HEADS, k.NH), np.int64)  # the kernel's scratch for one segment
         self.conn_ids = np.zeros(0, object)  # slot -> conn_id
+        self.conn_text = np.zeros((0, CONN_ID_LEN), np.uint8)  # slot -> its bytes, for k.id_text
 
     # -- slots ------------------------------------------------------------------------
     def track(self, slot: int, conn_id: str, capacity: int) -> None:
@@ -54,7 +57,9 @@ class FastHttp:
             self.cs[old:, k.C_ISN : k.C_ISN + 2] = -1
             self.q = np.concatenate([self.q, np.zeros((capacity - old, k.QCAP), np.int64)])
             self.conn_ids = np.concatenate([self.conn_ids, np.zeros(capacity - old, object)])
+            self.conn_text = np.concatenate([self.conn_text, np.zeros((capacity - old, CONN_ID_LEN), np.uint8)])
         self.conn_ids[slot] = conn_id
+        self.conn_text[slot] = np.frombuffer(conn_id.encode(), np.uint8)  # fails unless CONN_ID_LEN bytes
 
     def release(self, slots: np.ndarray) -> None:
         slots = slots[slots < len(self.cs)]
@@ -183,10 +188,11 @@ class FastHttp:
         return out
 
     def _l7_ids(self, slots: np.ndarray, ns: np.ndarray) -> pa.Array:
-        """`<conn_id>-<n>`; each slot's conn_id converted once (slots are few, messages many)."""
-        uslots, which = np.unique(slots, return_inverse=True)
-        ids = pa.array(self.conn_ids[uslots], pa.string()).take(pa.array(which.astype(np.int32)))
-        return pc.binary_join_element_wise(ids, pc.cast(pa.array(ns), pa.string()), "-")
+        """`<conn_id>-<n>`, written by one kernel pass (Arrow's unique/take/cast/join took 5x longer)."""
+        n = len(slots)
+        offsets, out = np.empty(n + 1, np.int32), np.empty(n * (CONN_ID_LEN + 21), np.uint8)
+        k.id_text(self.conn_text, np.ascontiguousarray(slots), np.ascontiguousarray(ns), offsets, out)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
 
     def _strings(self, rows: np.ndarray, a_col: int, len_col: int, valid: np.ndarray | None = None) -> pa.Array:
         """The arena spans of message rows as strings; null where not `valid` (no such message)."""
@@ -252,8 +258,9 @@ class FastHttp:
         cols["pairing"] = _PAIRING.take(pa.array(r[:, k.R_PAIRING]))
         req_seq, resp_seq = r[:, k.R_REQ_SEQ], r[:, k.R_RESP_SEQ]
         cols["req_seq"], cols["resp_seq"] = pa.array(req_seq), pa.array(resp_seq)
-        cols["l7_traceid"] = pc.binary_join_element_wise(pc.cast(pa.array(req_seq), pa.string()),
-                                                         pc.cast(pa.array(resp_seq), pa.string()), "_")  # fmt: skip
+        offsets, out = np.empty(n + 1, np.int32), np.empty(n * 41, np.uint8)
+        k.pair_text(np.ascontiguousarray(req_seq), np.ascontiguousarray(resp_seq), ord("_"), offsets, out)
+        cols["l7_traceid"] = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
         cols["request_length"] = req_col(r[:, k.R_REQ_LEN])
         cols["response_length"] = resp_col(r[:, k.R_RESP_LEN])
         cols["cost_req_sent"] = req_col((r[:, k.R_REQ_TS1] - r[:, k.R_REQ_TS0]) // 1000)

@@ -681,3 +681,56 @@ def gather(arena: np.ndarray, a: np.ndarray, ln: np.ndarray) -> tuple[np.ndarray
 def _gather(arena, a, ln, offsets, out) -> None:
     for i in range(len(a)):
         copy_bytes(out, offsets[i], arena, a[i], ln[i])
+
+
+@kernel
+def _decimal(out, at: int, v: int) -> int:
+    """The decimal text of v at out[at:]; the end offset. Digits of the magnitude as uint64: -v
+    overflows for the smallest int64 (and floor division of a negative never reaches 0)."""
+    ten = np.uint64(10)
+    if v < 0:
+        out[at] = 45  # -
+        at += 1
+        u = np.uint64(-(v + 1)) + np.uint64(1)
+    else:
+        u = np.uint64(v)
+    end = at + 1
+    t = u // ten
+    while t:
+        end += 1
+        t //= ten
+    p = end
+    while True:
+        p -= 1
+        out[p] = np.uint8(np.uint64(48) + u % ten)
+        u //= ten
+        if p == at:
+            break
+    return end
+
+
+@entry
+def id_text(prefix, slots, ns, offsets, out) -> None:
+    """Row i: prefix[slots[i]] "-" decimal ns[i] (a fast-path l7_id: its conn_id, its number), as
+    Arrow string offsets/out; out has room for prefix.shape[1] + 21 bytes a row."""
+    w = prefix.shape[1]
+    at = 0
+    offsets[0] = 0
+    for i in range(len(slots)):
+        copy_bytes(out, at, prefix[slots[i]], 0, w)
+        out[at + w] = 45  # -
+        at = _decimal(out, at + w + 1, ns[i])
+        offsets[i + 1] = at
+
+
+@entry
+def pair_text(a, b, sep: int, offsets, out) -> None:
+    """Row i: decimal a[i], the byte sep, decimal b[i] (l7_traceid: req_seq "_" resp_seq), as Arrow
+    string offsets/out; out has room for 41 bytes a row."""
+    at = 0
+    offsets[0] = 0
+    for i in range(len(a)):
+        at = _decimal(out, at, a[i])
+        out[at] = sep
+        at = _decimal(out, at + 1, b[i])
+        offsets[i + 1] = at
