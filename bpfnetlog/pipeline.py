@@ -304,7 +304,8 @@ class Pipeline:
         self.flows.release(slots)
 
     def _stats_row(self, s: SourceStats) -> dict:
-        return {"time": self.now, "started": self.started, "host": self.host, "source": s.source,
+        # before any packet (a quiet host at the first flush) the wall clock, not 1970's hour
+        return {"time": self.now or time.time_ns(), "started": self.started, "host": self.host, "source": s.source,
                 "packets": s.packets, "decoded": s.decoded, "skipped": s.skipped, "malformed": s.malformed,
                 "dropped": s.dropped, "headers_only": getattr(s, "quiet", None),
                 "payload_shed": getattr(s, "shed", None), "errors": "; ".join(s.errors)}  # fmt: skip

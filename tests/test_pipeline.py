@@ -178,3 +178,20 @@ def test_capture_statistics_rows(tmp_path: Path) -> None:
         {"source": "s.pcap", "packets": n, "decoded": n, "dropped": 0, "headers_only": None, "payload_shed": None,
          "host": "h1"},
     ]  # fmt: skip
+
+
+def test_capture_statistics_before_any_packet(tmp_path: Path) -> None:
+    """A live capture's first flush on a quiet host: the row has the wall clock's time (not 0,
+    which would file it under 1970's hour, where --from and retention never look)."""
+    import time
+
+    from bpfnetlog.capture.ebpf.source import LiveStats
+    from bpfnetlog.records import STATS_TABLE
+
+    before = time.time_ns()
+    with ParquetStoreWriter(tmp_path / "store") as writer:
+        pipe = Pipeline(writer, "h1")
+        pipe.write_stats([LiveStats("ebpf")])
+    after = time.time_ns()
+    (row,) = DuckDBStoreReader(tmp_path / "store").sql(f'SELECT time, packets FROM "{STATS_TABLE}"').to_pylist()
+    assert before <= row["time"] <= after and row["packets"] == 0
