@@ -14,6 +14,8 @@ Records and markers leave as Arrow columns: no Python object per message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -189,10 +191,8 @@ class FastHttp:
 
     def _l7_ids(self, slots: np.ndarray, ns: np.ndarray) -> pa.Array:
         """`<conn_id>-<n>`, written by one kernel pass (Arrow's unique/take/cast/join took 5x longer)."""
-        n = len(slots)
-        offsets, out = np.empty(n + 1, np.int32), np.empty(n * (CONN_ID_LEN + 21), np.uint8)
-        k.id_text(self.conn_text, np.ascontiguousarray(slots), np.ascontiguousarray(ns), offsets, out)
-        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
+        return _kernel_text(len(slots), CONN_ID_LEN + 1 + k.DECIMAL_MAX, k.id_text, self.conn_text,
+                            np.ascontiguousarray(slots), np.ascontiguousarray(ns))  # fmt: skip
 
     def _strings(self, rows: np.ndarray, a_col: int, len_col: int, valid: np.ndarray | None = None) -> pa.Array:
         """The arena spans of message rows as strings; null where not `valid` (no such message)."""
@@ -258,9 +258,8 @@ class FastHttp:
         cols["pairing"] = _PAIRING.take(pa.array(r[:, k.R_PAIRING]))
         req_seq, resp_seq = r[:, k.R_REQ_SEQ], r[:, k.R_RESP_SEQ]
         cols["req_seq"], cols["resp_seq"] = pa.array(req_seq), pa.array(resp_seq)
-        offsets, out = np.empty(n + 1, np.int32), np.empty(n * 41, np.uint8)
-        k.pair_text(np.ascontiguousarray(req_seq), np.ascontiguousarray(resp_seq), ord("_"), offsets, out)
-        cols["l7_traceid"] = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
+        cols["l7_traceid"] = _kernel_text(n, 2 * k.DECIMAL_MAX + 1, k.pair_text, np.ascontiguousarray(req_seq),
+                                          np.ascontiguousarray(resp_seq), ord("_"))  # fmt: skip
         cols["request_length"] = req_col(r[:, k.R_REQ_LEN])
         cols["response_length"] = resp_col(r[:, k.R_RESP_LEN])
         cols["cost_req_sent"] = req_col((r[:, k.R_REQ_TS1] - r[:, k.R_REQ_TS0]) // 1000)
@@ -306,6 +305,13 @@ class MarkerTable:
         lowest = int(marked.min()) if len(marked) else self._next
         while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]["l7_id"]) <= lowest:
             self._chunks.pop(0)
+
+
+def _kernel_text(n: int, room: int, fill: Callable[..., None], *args: object) -> pa.StringArray:
+    """n strings that the kernel `fill(*args, offsets, out)` writes, each at most `room` bytes."""
+    offsets, out = np.empty(n + 1, np.int32), np.empty(n * room, np.uint8)
+    fill(*args, offsets, out)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
 
 
 def _doubled(a: np.ndarray, used: int, extra: int = 0) -> np.ndarray:

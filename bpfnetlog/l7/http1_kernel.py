@@ -683,6 +683,9 @@ def _gather(arena, a, ln, offsets, out) -> None:
         copy_bytes(out, offsets[i], arena, a[i], ln[i])
 
 
+DECIMAL_MAX = 20  # bytes of the longest int64 in decimal: -9223372036854775808
+
+
 @kernel
 def _decimal(out, at: int, v: int) -> int:
     """The decimal text of v at out[at:]; the end offset. Digits of the magnitude as uint64: -v
@@ -712,7 +715,7 @@ def _decimal(out, at: int, v: int) -> int:
 @entry
 def id_text(prefix, slots, ns, offsets, out) -> None:
     """Row i: prefix[slots[i]] "-" decimal ns[i] (a fast-path l7_id: its conn_id, its number), as
-    Arrow string offsets/out; out has room for prefix.shape[1] + 21 bytes a row."""
+    Arrow string offsets/out; out has room for prefix.shape[1] + 1 + DECIMAL_MAX bytes a row."""
     w = prefix.shape[1]
     at = 0
     offsets[0] = 0
@@ -726,7 +729,7 @@ def id_text(prefix, slots, ns, offsets, out) -> None:
 @entry
 def pair_text(a, b, sep: int, offsets, out) -> None:
     """Row i: decimal a[i], the byte sep, decimal b[i] (l7_traceid: req_seq "_" resp_seq), as Arrow
-    string offsets/out; out has room for 41 bytes a row."""
+    string offsets/out; out has room for 2 * DECIMAL_MAX + 1 bytes a row."""
     at = 0
     offsets[0] = 0
     for i in range(len(a)):
